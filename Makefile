@@ -1,0 +1,52 @@
+# The two commands of the README: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PG_MAJOR := 15
+PG_BIN := /usr/lib/postgresql/$(PG_MAJOR)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP := $(VENV)/.installed
+
+.PHONY: deps demo test test-unit bench airflow-ui lint clean
+
+deps: $(STAMP) $(PG_BIN)/initdb
+
+# PostgreSQL 15 from Debian's packages, only when its binaries are missing.
+$(PG_BIN)/initdb:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-$(PG_MAJOR) postgresql-client-$(PG_MAJOR)
+
+# The venv, from pinned requirements (transitive pins in constraints.txt).
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, got " + sys.version' 
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt -c constraints.txt
+	touch $(STAMP)
+
+demo: deps
+	$(PY) scripts/demo.py
+
+test: deps
+	$(PY) -m pytest
+
+test-unit: deps
+	$(PY) -m pytest tests/unit
+
+bench: deps
+	$(PY) scripts/bench.py
+
+# The real Airflow UI (api-server, scheduler, dag-processor, triggerer) on the demo stack.
+airflow-ui: deps
+	$(PY) scripts/demo.py --ui
+
+lint: deps
+	$(VENV)/bin/ruff check dags plugins tests tools scripts
+	$(VENV)/bin/ruff check --select AIR3 dags plugins
+
+clean:
+	rm -rf .demo .bench .pytest_cache

@@ -1,0 +1,30 @@
+"""The backup_logs catalog (schema in include/sql/catalog/). Airflow-free."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from pg_dataops import sqlfiles
+
+COLUMNS = (
+    "backup_date", "backup_type", "target", "database_name", "file_name", "file_size_bytes",
+    "checksum_sha256", "duration_seconds", "status", "error_message", "failed_step",
+    "s3_bucket", "s3_key", "s3_uploaded", "verified", "dag_id", "run_id",
+)
+
+
+def ensure_schema(pg: psycopg.Connection) -> None:
+    with pg.transaction():
+        pg.execute(sqlfiles.text("catalog/backup_logs.sql"))
+
+
+def record(pg: psycopg.Connection, row: dict[str, Any]) -> int:
+    """Insert (or update, for a re-run) one catalog row; returns its id."""
+    missing = [c for c in COLUMNS if c not in row]
+    if missing:
+        raise ValueError(f"catalog row is missing {', '.join(missing)}")
+    ensure_schema(pg)
+    with pg.transaction():
+        return pg.execute(sqlfiles.text("catalog/record_backup.sql"), {c: row[c] for c in COLUMNS}).fetchone()[0]

@@ -1,0 +1,254 @@
+"""Declarative configuration: one YAML file, top-level scalars overridable by PGBACKUP_<NAME>.
+
+Airflow-free. DAG files call :func:`load_config` at parse time, so a bad value fails parsing with a
+message that names the field (an import error in the UI) instead of failing a run at 02:00.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "include" / "config" / "pgbackup.yaml"
+ENV_PREFIX = "PGBACKUP_"
+
+DUMP_FORMATS = ("custom", "directory", "plain")
+SSE_MODES = ("AES256", "aws:kms")
+STORAGE_CLASSES = (
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "REDUCED_REDUNDANCY",
+)
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# S3 bucket naming rules (the subset that matters for typos).
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    conn_id: str
+    database: str | None = None  # None: the connection's schema (database) field
+
+
+@dataclass(frozen=True)
+class Retention:
+    daily_days: int = 30
+    weekly_weeks: int = 12
+    monthly_months: int = 12
+
+
+@dataclass(frozen=True)
+class Config:
+    timezone: str
+    schedule: str
+    bucket: str
+    prefix: str
+    storage_class: str
+    sse: str
+    kms_key_id: str | None
+    multipart_chunk_mb: int
+    local_root: str
+    dump_format: str
+    dump_compression: int
+    dump_jobs: int
+    pg_bin_root: str
+    s3_conn_id: str
+    catalog_conn_id: str
+    slack_conn_id: str
+    pagerduty_conn_id: str
+    retries: int
+    retry_delay_seconds: int
+    owner: str
+    retention: Retention
+    targets: tuple[Target, ...]
+    source: str = field(default="", compare=False)
+
+    @property
+    def target_names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    def target(self, name: str) -> Target:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise ConfigError(f"targets: no target named {name!r} (configured: {', '.join(self.target_names)})")
+
+
+# name -> (type, required). Order is the order errors are reported in.
+_SCALARS: dict[str, tuple[type, bool]] = {
+    "timezone": (str, True),
+    "schedule": (str, True),
+    "bucket": (str, True),
+    "prefix": (str, True),
+    "storage_class": (str, True),
+    "sse": (str, True),
+    "kms_key_id": (str, False),
+    "multipart_chunk_mb": (int, True),
+    "local_root": (str, True),
+    "dump_format": (str, True),
+    "dump_compression": (int, True),
+    "dump_jobs": (int, True),
+    "pg_bin_root": (str, True),
+    "s3_conn_id": (str, True),
+    "catalog_conn_id": (str, True),
+    "slack_conn_id": (str, True),
+    "pagerduty_conn_id": (str, True),
+    "retries": (int, True),
+    "retry_delay_seconds": (int, True),
+    "owner": (str, True),
+}
+
+
+def _coerce(name: str, value: Any, typ: type, source: str) -> Any:
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected an integer, got {value!r} ({source})")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+            return int(value.strip())
+        raise ConfigError(f"{name}: expected an integer, got {value!r} ({source})")
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{name}: expected a string, got {value!r} ({source})")
+    return str(value)
+
+
+def _null_env(value: str) -> bool:
+    return value.strip().lower() in ("", "null", "none")
+
+
+def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read, override from the environment, and validate the configuration."""
+    env = os.environ if environ is None else environ
+    cfg_path = Path(path or env.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        raw = yaml.safe_load(cfg_path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {cfg_path} (set {ENV_PREFIX}CONFIG)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {cfg_path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {cfg_path}: top level must be a mapping")
+
+    known = set(_SCALARS) | {"retention", "targets"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown setting in {cfg_path} (known: {', '.join(sorted(known))})")
+
+    values: dict[str, Any] = {}
+    for name, (typ, required) in _SCALARS.items():
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in env:
+            source = f"environment variable {env_name}"
+            value: Any = None if _null_env(env[env_name]) else env[env_name]
+        else:
+            source = str(cfg_path)
+            value = raw.get(name)
+        if value is None:
+            if required:
+                raise ConfigError(f"{name}: required setting is missing ({source})")
+            values[name] = None
+            continue
+        values[name] = _coerce(name, value, typ, source)
+
+    _validate_scalars(values)
+    retention = _parse_retention(raw.get("retention") or {})
+    targets = _parse_targets(raw.get("targets"))
+    return Config(**values, retention=retention, targets=targets, source=str(cfg_path))
+
+
+def _validate_scalars(v: dict[str, Any]) -> None:
+    try:
+        zoneinfo.ZoneInfo(v["timezone"])
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"timezone: unknown time zone {v['timezone']!r}") from None
+    from croniter import croniter  # an Airflow dependency; validates the same cron syntax Airflow uses
+
+    if not croniter.is_valid(v["schedule"]):
+        raise ConfigError(f"schedule: not a valid cron expression: {v['schedule']!r}")
+    if not _BUCKET_RE.match(v["bucket"]):
+        raise ConfigError(f"bucket: {v['bucket']!r} is not a valid S3 bucket name")
+    if v["prefix"].startswith("/") or v["prefix"].endswith("/") or not v["prefix"]:
+        raise ConfigError(f"prefix: {v['prefix']!r} must be non-empty without leading or trailing '/'")
+    if v["storage_class"] not in STORAGE_CLASSES:
+        raise ConfigError(f"storage_class: {v['storage_class']!r} is not one of {', '.join(STORAGE_CLASSES)}")
+    if v["sse"] not in SSE_MODES:
+        raise ConfigError(f"sse: {v['sse']!r} is not one of {', '.join(SSE_MODES)}")
+    if v["sse"] == "aws:kms" and not v["kms_key_id"]:
+        raise ConfigError("kms_key_id: required when sse is aws:kms")
+    if not 5 <= v["multipart_chunk_mb"] <= 5120:
+        raise ConfigError(f"multipart_chunk_mb: {v['multipart_chunk_mb']} is outside 5..5120 (S3 part limits)")
+    if not os.path.isabs(v["local_root"]):
+        raise ConfigError(f"local_root: {v['local_root']!r} must be an absolute path")
+    if v["dump_format"] not in DUMP_FORMATS:
+        raise ConfigError(f"dump_format: {v['dump_format']!r} is not one of {', '.join(DUMP_FORMATS)}")
+    if not 0 <= v["dump_compression"] <= 9:
+        raise ConfigError(f"dump_compression: {v['dump_compression']} is outside 0..9 (gzip levels)")
+    if not 1 <= v["dump_jobs"] <= 64:
+        raise ConfigError(f"dump_jobs: {v['dump_jobs']} is outside 1..64")
+    if not 0 <= v["retries"] <= 20:
+        raise ConfigError(f"retries: {v['retries']} is outside 0..20")
+    if not 1 <= v["retry_delay_seconds"] <= 86400:
+        raise ConfigError(f"retry_delay_seconds: {v['retry_delay_seconds']} is outside 1..86400")
+    for name in ("s3_conn_id", "catalog_conn_id", "slack_conn_id", "pagerduty_conn_id", "owner"):
+        if not v[name].strip():
+            raise ConfigError(f"{name}: must not be empty")
+
+
+def _parse_retention(raw: Any) -> Retention:
+    if not isinstance(raw, dict):
+        raise ConfigError("retention: must be a mapping of daily_days, weekly_weeks, monthly_months")
+    allowed = {"daily_days", "weekly_weeks", "monthly_months"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"retention.{unknown[0]}: unknown setting (known: {', '.join(sorted(allowed))})")
+    out = {}
+    for name in allowed:
+        if name in raw:
+            value = _coerce(f"retention.{name}", raw[name], int, "config")
+            if value < 1:
+                raise ConfigError(f"retention.{name}: must be at least 1, got {value}")
+            out[name] = value
+    return Retention(**out)
+
+
+def _parse_targets(raw: Any) -> tuple[Target, ...]:
+    if not raw or not isinstance(raw, list):
+        raise ConfigError("targets: at least one target database is required")
+    targets = []
+    for i, item in enumerate(raw):
+        where = f"targets[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: must be a mapping with name and conn_id")
+        unknown = sorted(set(item) - {"name", "conn_id", "database"})
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: conn_id, database, name)")
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ConfigError(f"{where}.name: {name!r} must be lower-case letters, digits and '_' (it names files)")
+        conn_id = item.get("conn_id")
+        if not isinstance(conn_id, str) or not conn_id.strip():
+            raise ConfigError(f"{where}.conn_id: required")
+        database = item.get("database")
+        if database is not None and (not isinstance(database, str) or not database):
+            raise ConfigError(f"{where}.database: must be a non-empty string when set")
+        targets.append(Target(name=name, conn_id=conn_id, database=database))
+    names = [t.name for t in targets]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"targets: duplicate target name {dupes[0]!r}")
+    return tuple(targets)

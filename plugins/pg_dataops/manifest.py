@@ -1,0 +1,78 @@
+"""The self-describing .json beside every backup: enough to restore and check it without Airflow."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pg_dataops.errors import ManifestError
+
+MANIFEST_VERSION = 1
+# The runbook's fields first, then what a restore needs to prove itself.
+REQUIRED = ("timestamp", "type", "file", "size", "checksum", "db_version")
+
+
+def build_manifest(*, target: str, tier: str, dump: dict, upload: dict, bucket: str, prefix: str,
+                   dag_id: str | None, run_id: str | None) -> dict[str, Any]:
+    return {
+        "timestamp": dump["snapshot_time"],  # UTC ISO-8601 of the snapshot the dump holds
+        "type": tier,
+        "file": dump["file"],
+        "size": dump["size"],  # bytes (the runbook stored du -h text)
+        "checksum": dump["sha256"],
+        "checksum_algorithm": "sha256",
+        "db_version": " ".join(dump["db_version"].split()),
+        "manifest_version": MANIFEST_VERSION,
+        "target": target,
+        "database": dump["database"],
+        "server_version_num": dump["server_version_num"],
+        "pg_dump_version": dump["pg_dump_version"],
+        "format": dump["format"],
+        "compression": {"method": "gzip" if dump["compression"] else "none", "level": dump["compression"]},
+        "jobs": dump["jobs"],
+        "started_at": dump["started_at"],
+        "duration_seconds": dump["duration_seconds"],
+        "table_counts": dump["table_counts"],
+        "s3": {
+            "bucket": bucket,
+            "key": upload["key"],
+            "sha256_key": upload["key"] + ".sha256",
+            "manifest_key": upload["key"] + ".json",
+            "storage_class": upload["storage_class"],
+            "server_side_encryption": upload["server_side_encryption"],
+            "etag": upload["etag"],
+            "part_size": dump["part_size"],
+            "checksum_verified": upload["checksum_verified"],
+        },
+        "prefix": prefix,
+        "airflow": {"dag_id": dag_id, "run_id": run_id},
+        "verified": False,  # set by the verification step (restore test)
+    }
+
+
+def dumps(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def loads(text: str | bytes, source: str = "manifest") -> dict[str, Any]:
+    """Parse and check a manifest; a bad one raises ManifestError naming what is wrong."""
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: top level is not an object")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise ManifestError(f"{source}: missing field(s) {', '.join(missing)}")
+    if not isinstance(data["size"], int) or data["size"] < 0:
+        raise ManifestError(f"{source}: size must be a byte count, got {data['size']!r}")
+    chk = data["checksum"]
+    if not isinstance(chk, str) or len(chk) != 64 or any(c not in "0123456789abcdef" for c in chk):
+        raise ManifestError(f"{source}: checksum is not a SHA-256 hex digest")
+    return data
+
+
+def sha256_line(sha256_hex: str, file: str) -> str:
+    """One line in `sha256sum -c` format (two spaces: text mode, as sha256sum writes it)."""
+    return f"{sha256_hex}  {file}\n"

@@ -1,0 +1,114 @@
+"""Failure alerts: thin subclasses of the Slack and PagerDuty providers' notifiers.
+
+Attached as task-level ``on_failure_callback`` (DAG-level templated notifiers break under
+``dag.test()`` in 3.3.2, apache/airflow#64649). The texts come from ``pg_dataops.alerts``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import requests
+from airflow.providers.pagerduty.hooks.pagerduty_events import prepare_event_data
+from airflow.providers.pagerduty.notifications.pagerduty import PagerdutyNotifier
+from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+from airflow.sdk import BaseHook
+
+from pg_dataops import alerts
+from pg_dataops.errors import redact
+
+log = logging.getLogger(__name__)
+
+
+def facts_from_context(context) -> alerts.FailureFacts:
+    ti = context["ti"]
+    exc = context.get("exception")
+    error = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error (see the task log)"
+    try:
+        log_url = ti.log_url
+    except Exception:  # the URL needs [api] base_url; an alert without it is still an alert
+        log_url = None
+    task = context.get("task")
+    target = getattr(task, "target", None)
+    return alerts.FailureFacts(
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        run_id=ti.run_id,
+        error=error,
+        log_url=log_url,
+        target=target if isinstance(target, str) else None,
+        map_index=getattr(ti, "map_index", -1),
+        try_number=getattr(ti, "try_number", None),
+    )
+
+
+class BackupFailureSlackNotifier(SlackWebhookNotifier):
+    """Posts the failure of any backup task to the Slack webhook connection."""
+
+    def __init__(self, *, slack_webhook_conn_id: str, **kwargs):
+        super().__init__(slack_webhook_conn_id=slack_webhook_conn_id, text="", **kwargs)
+
+    def notify(self, context):
+        facts = facts_from_context(context)
+        self.text = alerts.failure_text(facts)
+        self.attachments = [
+            {"color": "#ff0000", "title": "Database Backup FAILED", "text": facts.error,
+             "footer": "Glimpse Backup System"}
+        ]
+        super().notify(context)
+
+
+def events_base_url(conn) -> str | None:
+    """PagerDuty events endpoint from the connection's host (EU accounts, tests); None: the default."""
+    if not conn.host:
+        return None
+    host = conn.host.rstrip("/")
+    if "://" not in host:
+        host = f"{conn.schema or 'https'}://{host}" + (f":{conn.port}" if conn.port else "")
+    return host
+
+
+class BackupPagerdutyNotifier(PagerdutyNotifier):
+    """Triggers (or resolves) a PagerDuty incident, one per DAG run, for a failed backup task."""
+
+    def __init__(self, *, pagerduty_events_conn_id: str, severity: str = "critical", **kwargs):
+        super().__init__(
+            summary="", severity=severity, source="pg_dataops", pagerduty_events_conn_id=pagerduty_events_conn_id,
+            **kwargs,
+        )
+
+    def notify(self, context):
+        facts = facts_from_context(context)
+        self.summary = alerts.failure_summary(facts)
+        self.dedup_key = alerts.dedup_key(facts.dag_id, facts.run_id)
+        self.custom_details = alerts.failure_details(facts)
+        self.component = facts.target
+        self.group = facts.dag_id
+        self.links = [{"href": facts.log_url, "text": "Airflow task log"}] if facts.log_url else None
+        self.send()
+
+    def send(self) -> None:
+        conn = BaseHook.get_connection(self.pagerduty_events_conn_id)
+        base = events_base_url(conn)
+        if base is None:
+            return super().notify({})
+        data = prepare_event_data(
+            summary=self.summary, severity=self.severity, source=self.source, action=self.action,
+            dedup_key=self.dedup_key, custom_details=self.custom_details, group=self.group,
+            component=self.component, links=self.links, action_key_name="event_action",
+        )
+        data["routing_key"] = conn.password
+        # The pagerduty client only accepts https base URLs; this is the same Events API v2 request.
+        resp = requests.post(f"{base}/v2/enqueue", json=data, timeout=15)
+        if resp.status_code >= 300:
+            raise RuntimeError(
+                f"PagerDuty events API at {base} answered {resp.status_code}: {redact(resp.text[:300], conn.password)}"
+            )
+        log.info("PagerDuty event %s sent (dedup_key %s)", self.action, self.dedup_key)
+
+
+def failure_callbacks(slack_conn_id: str, pagerduty_conn_id: str) -> list:
+    return [
+        BackupFailureSlackNotifier(slack_webhook_conn_id=slack_conn_id),
+        BackupPagerdutyNotifier(pagerduty_events_conn_id=pagerduty_conn_id),
+    ]

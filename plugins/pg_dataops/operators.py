@@ -1,0 +1,244 @@
+"""Thin Airflow operators over ``pg_dataops.backup``: fetch connections, call a core step, return its dict.
+
+Errors that retrying cannot fix (a missing connection, a wrong password, a missing bucket, a full
+disk, an existing key) fail the task at once; transient ones (network, S3 hiccups) use the retries.
+The failing step's message is also pushed as XCom ``error`` so the catalog row can say why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook, BaseOperator, TriggerRule
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+from pg_dataops import backup, tiers
+from pg_dataops.config import Config, ConfigError, load_config
+from pg_dataops.errors import (
+    AuthenticationFailed,
+    BackupError,
+    BucketMissing,
+    ClientVersionError,
+    ConnectionMissing,
+    DatabaseUnreachable,
+    DiskFull,
+    IntegrityError,
+    ObjectExists,
+)
+from pg_dataops.pgtools import PgConn
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+# Retrying these cannot help; fail fast and alert.
+PERMANENT = (ConfigError, ConnectionMissing, AuthenticationFailed, ClientVersionError, BucketMissing, DiskFull,
+             ObjectExists, IntegrityError)
+
+
+def run_moment(context) -> dt.datetime:
+    """The run's logical date, or run_after for manual runs (logical_date may be None in Airflow 3)."""
+    dag_run = context["dag_run"]
+    return dag_run.logical_date or dag_run.run_after
+
+
+def airflow_connection(conn_id: str, purpose: str):
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        env = "AIRFLOW_CONN_" + conn_id.upper()
+        raise ConnectionMissing(
+            f"Airflow connection {conn_id!r} ({purpose}) is not defined: add it in Admin > Connections or as {env}"
+        ) from None
+
+
+def pg_conn(conn_id: str, database: str | None, purpose: str) -> PgConn:
+    c = airflow_connection(conn_id, purpose)
+    return PgConn(
+        host=c.host or "localhost",
+        port=int(c.port or 5432),
+        user=c.login or "postgres",
+        dbname=database or c.schema or "postgres",
+        password=c.password or None,
+    )
+
+
+def s3_client(conn_id: str):
+    # Check first: S3Hook falls back to ambient AWS credentials when the connection is missing,
+    # which would send a backup somewhere nobody configured.
+    airflow_connection(conn_id, "S3 backup storage")
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=conn_id).get_conn()
+
+
+class BackupStepOperator(BaseOperator):
+    """Runs one core step; turns its errors into a clear task failure and an ``error`` XCom."""
+
+    ui_color = "#d8e8f8"
+
+    def execute(self, context: Context) -> Any:
+        try:
+            cfg = load_config()
+            return self.run_step(cfg, context)
+        except (BackupError, ConfigError) as exc:
+            context["ti"].xcom_push(key="error", value=f"{self.task_id}: {exc}")
+            if isinstance(exc, PERMANENT):
+                raise AirflowFailException(str(exc)) from exc
+            raise
+
+    def run_step(self, cfg: Config, context: Context) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class PgDumpOperator(BackupStepOperator):
+    """pg_dump of one target into the local backup tree, hashed while written."""
+
+    template_fields: Sequence[str] = ("target", "tier")
+
+    def __init__(self, *, target: str, tier: str = "auto", **kwargs):
+        super().__init__(**kwargs)
+        self.target = target
+        self.tier = tier
+
+    def run_step(self, cfg: Config, context: Context) -> dict:
+        target = cfg.target(self.target)
+        moment = run_moment(context)
+        tier = tiers.resolve_tier(self.tier, moment, cfg.timezone)
+        conn = pg_conn(target.conn_id, target.database, f"target {target.name}")
+        result = backup.dump_step(cfg, target, conn, tier, moment)
+        self.log.info("dumped %s: %s bytes, sha256 %s", result["file"], result["size"], result["sha256"])
+        return result
+
+
+class WriteChecksumOperator(BackupStepOperator):
+    """Writes the .sha256 sidecar (sha256sum -c format) from the digest taken while dumping."""
+
+    template_fields: Sequence[str] = ("dump",)
+
+    def __init__(self, *, dump: Any, **kwargs):
+        super().__init__(**kwargs)
+        self.dump = dump
+
+    def run_step(self, cfg: Config, context: Context) -> dict:
+        return backup.checksum_step(self.dump)
+
+
+class UploadBackupOperator(BackupStepOperator):
+    """Uploads the dump and its .sha256 to S3 (no overwrite), then proves size and checksum."""
+
+    template_fields: Sequence[str] = ("dump", "checksum")
+
+    def __init__(self, *, dump: Any, checksum: Any, **kwargs):
+        super().__init__(**kwargs)
+        self.dump = dump
+        self.checksum = checksum
+
+    def run_step(self, cfg: Config, context: Context) -> dict:
+        result = backup.upload_step(s3_client(cfg.s3_conn_id), cfg, self.dump, self.checksum)
+        self.log.info("uploaded s3://%s/%s (%s)", result["bucket"], result["key"], result["checksum_verified"])
+        return result
+
+
+class WriteManifestOperator(BackupStepOperator):
+    """Writes the self-describing .json manifest locally and beside the dump in S3."""
+
+    template_fields: Sequence[str] = ("dump", "upload")
+
+    def __init__(self, *, dump: Any, upload: Any, **kwargs):
+        super().__init__(**kwargs)
+        self.dump = dump
+        self.upload = upload
+
+    def run_step(self, cfg: Config, context: Context) -> dict:
+        ti = context["ti"]
+        return backup.manifest_step(s3_client(cfg.s3_conn_id), cfg, self.dump, self.upload, ti.dag_id, ti.run_id)
+
+
+class RecordBackupOperator(BackupStepOperator):
+    """Writes the run's backup_logs row, SUCCESS or FAILED with the failing step's error.
+
+    Runs whatever happened upstream (trigger rule ALL_DONE), so failures are in the catalog too.
+    """
+
+    template_fields: Sequence[str] = ("target", "tier")
+
+    def __init__(self, *, target: str, tier: str = "auto", step_task_ids: Sequence[str], **kwargs):
+        kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
+        super().__init__(**kwargs)
+        self.target = target
+        self.tier = tier
+        self.step_task_ids = list(step_task_ids)
+
+    def _pull(self, ti, task_id: str, key: str = "return_value"):
+        return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=ti.map_index)
+
+    def run_step(self, cfg: Config, context: Context) -> dict:
+        ti = context["ti"]
+        prefix = f"{self.task_group.group_id}." if self.task_group and self.task_group.group_id else ""
+        ids = {name: prefix + name for name in self.step_task_ids}
+        results = {name: self._pull(ti, tid) for name, tid in ids.items()}
+        error, failed_step = None, None
+        for name, tid in ids.items():
+            err = self._pull(ti, tid, key="error")
+            if err:
+                error, failed_step = err, name
+                break
+        if error is None and results.get("manifest") is None:
+            failed_step = next((n for n in self.step_task_ids if results.get(n) is None), None)
+            error = f"step {failed_step} did not complete (see its log)"
+        moment = run_moment(context)
+        try:
+            tier = tiers.resolve_tier(self.tier, moment, cfg.timezone)
+        except ValueError:
+            tier = None
+        row = backup.catalog_row(
+            target=self.target, tier=(results.get("dump") or {}).get("tier", tier), moment=moment,
+            dump=results.get("dump"), upload=results.get("upload"), doc=results.get("manifest"),
+            error=error, failed_step=failed_step, bucket=cfg.bucket, dag_id=ti.dag_id, run_id=ti.run_id,
+        )
+        try:
+            pg = _connect_catalog(cfg)
+            try:
+                row_id = backup.record_step(pg, row)
+            finally:
+                pg.close()
+        except (BackupError, DatabaseUnreachable) as exc:
+            if row["status"] == "FAILED":
+                # The failure itself was already alerted by the failing task; losing its catalog row
+                # (often: the catalog is the database that is down) must not raise a second page.
+                self.log.error("could not record the failed backup in the catalog: %s", exc)
+                return {**row, "recorded": False}
+            raise
+        self.log.info("backup_logs row %s: %s %s", row_id, row["status"], row["error_message"] or "")
+        return {**row, "recorded": True, "id": row_id}
+
+
+def _connect_catalog(cfg: Config):
+    from pg_dataops import pgtools
+
+    return pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog"))
+
+
+class NotifyBackupOperator(BackupStepOperator):
+    """Posts the success summary to Slack (failures are posted by the failure callbacks)."""
+
+    template_fields: Sequence[str] = ("manifest",)
+
+    def __init__(self, *, manifest: Any, **kwargs):
+        super().__init__(**kwargs)
+        self.manifest = manifest
+
+    def run_step(self, cfg: Config, context: Context) -> dict:
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+        text = backup.success_text(self.manifest)
+        airflow_connection(cfg.slack_conn_id, "Slack notifications")
+        SlackWebhookNotifier(
+            slack_webhook_conn_id=cfg.slack_conn_id,
+            text=text,
+            attachments=[{"color": "#36a64f", "title": "Database Backup SUCCESS", "text": text,
+                          "footer": "Glimpse Backup System"}],
+        ).notify(context)
+        return {"text": text}

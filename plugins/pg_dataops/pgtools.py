@@ -1,0 +1,106 @@
+"""Connecting to PostgreSQL and choosing client binaries of the server's major version. Airflow-free."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+
+import psycopg
+
+from pg_dataops.errors import (
+    AuthenticationFailed,
+    ClientVersionError,
+    DatabaseUnreachable,
+    redact,
+)
+
+
+@dataclass(frozen=True)
+class PgConn:
+    """What libpq needs. ``password`` never goes into argv, logs, XCom or manifests."""
+
+    host: str
+    port: int
+    user: str
+    dbname: str
+    password: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+    def with_db(self, dbname: str) -> PgConn:
+        return PgConn(self.host, self.port, self.user, dbname, self.password)
+
+    def libpq_env(self) -> dict[str, str]:
+        """Environment for pg_dump & co: the password travels in the child's environment only."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=self.user, PGDATABASE=self.dbname)
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        env["PGCONNECT_TIMEOUT"] = env.get("PGCONNECT_TIMEOUT", "10")
+        env["PGAPPNAME"] = "pg_dataops"
+        return env
+
+
+def connect(conn: PgConn, *, autocommit: bool = False, connect_timeout: int = 10) -> psycopg.Connection:
+    """Open a connection, turning libpq's errors into ones that name the cause."""
+    try:
+        return psycopg.connect(
+            host=conn.host,
+            port=conn.port,
+            user=conn.user,
+            dbname=conn.dbname,
+            password=conn.password or None,
+            connect_timeout=connect_timeout,
+            application_name="pg_dataops",
+            autocommit=autocommit,
+        )
+    except psycopg.OperationalError as exc:
+        raise classify_connect_error(conn, str(exc)) from None
+
+
+def classify_connect_error(conn: PgConn, message: str) -> Exception:
+    msg = redact(message.strip(), conn.password)
+    low = msg.lower()
+    if "password authentication failed" in low or "no password supplied" in low:
+        return AuthenticationFailed(
+            f"authentication failed for user {conn.user!r} on {conn.host}:{conn.port} "
+            f"(wrong password in the Airflow connection?): {msg}"
+        )
+    if "does not exist" in low and "database" in low:
+        return DatabaseUnreachable(f"database {conn.dbname!r} does not exist on {conn.host}:{conn.port}: {msg}")
+    return DatabaseUnreachable(f"cannot reach PostgreSQL at {conn.host}:{conn.port} ({conn.describe()}): {msg}")
+
+
+def server_major(pg: psycopg.Connection) -> int:
+    return int(pg.execute("SHOW server_version_num").fetchone()[0]) // 10000
+
+
+def client_binary(name: str, major: int, pg_bin_root: str) -> str:
+    """The client binary matching the server's major version, or a clear error.
+
+    pg_dump refuses servers newer than itself, and an older server dumped by a newer client makes
+    a dump the old server may not restore; so we require the same major.
+    """
+    path = os.path.join(pg_bin_root, str(major), "bin", name)
+    if not os.access(path, os.X_OK):
+        raise ClientVersionError(
+            f"the server is PostgreSQL {major} but {path} is missing: install the PostgreSQL {major} "
+            f"client (Debian: apt-get install postgresql-client-{major})"
+        )
+    return path
+
+
+def binary_version(path: str) -> str:
+    """'pg_dump (PostgreSQL) 15.19 (Debian 15.19-0+deb12u1)'"""
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def binary_major(path: str) -> int:
+    m = re.search(r"\(PostgreSQL\) (\d+)", binary_version(path))
+    if not m:
+        raise ClientVersionError(f"cannot tell the version of {path}")
+    return int(m.group(1))
