@@ -11,6 +11,7 @@ import hashlib
 import logging
 from dataclasses import asdict, dataclass
 
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.utils import ChunksizeAdjuster
@@ -44,7 +45,9 @@ def describe_error(exc: Exception) -> str:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip()
-    return str(exc)
+    # S3UploadFailedError wraps the ClientError in its text: keep only the cause.
+    text = str(exc)
+    return text.split(": ", 1)[1] if text.startswith("Failed to upload ") and ": " in text else text
 
 
 def check_bucket(client, bucket: str) -> None:
@@ -147,7 +150,7 @@ def upload_file(
         client.upload_file(
             path, bucket, key, ExtraArgs=_extra_args(storage_class, sse, kms_key_id, sha256_hex), Config=config
         )
-    except (ClientError, BotoCoreError, OSError, ValueError) as exc:
+    except (ClientError, BotoCoreError, Boto3Error, OSError, ValueError) as exc:
         # s3transfer aborts its multipart upload on failure; make sure, since a leftover costs money.
         aborted = abort_incomplete_uploads(client, bucket, key)
         raise UploadFailed(
@@ -196,7 +199,7 @@ def put_small(client, bucket: str, key: str, body: bytes, *, content_type: str, 
     digest = hashlib.sha256(body).digest()
     existing = head(client, bucket, key)
     if existing is not None:
-        if existing.get("ChecksumSHA256", "").split("-")[0] == base64.b64encode(digest).decode():
+        if existing.get("Metadata", {}).get("sha256") == digest.hex():
             return
         raise ObjectExists(f"s3://{bucket}/{key} already exists with other content; refusing to overwrite it")
     extra = {"ServerSideEncryption": sse}
@@ -208,6 +211,7 @@ def put_small(client, bucket: str, key: str, body: bytes, *, content_type: str, 
             Key=key,
             Body=body,
             ContentType=content_type,
+            Metadata={"sha256": digest.hex()},
             ChecksumSHA256=base64.b64encode(digest).decode(),
             **extra,
         )
