@@ -29,7 +29,7 @@ def facts_from_context(context) -> alerts.FailureFacts:
     except Exception:  # the URL needs [api] base_url; an alert without it is still an alert
         log_url = None
     task = context.get("task")
-    target = getattr(task, "target", None)
+    target = getattr(task, "backup_target", None)
     return alerts.FailureFacts(
         dag_id=ti.dag_id,
         task_id=ti.task_id,

@@ -91,6 +91,18 @@ class BackupStepOperator(BaseOperator):
     def run_step(self, cfg: Config, context: Context) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def backup_target(self) -> str | None:
+        """The target this task works on, for alerts (rendered fields only exist at run time)."""
+        target = getattr(self, "target", None)
+        if isinstance(target, str):
+            return target
+        for name in ("dump", "manifest"):
+            value = getattr(self, name, None)
+            if isinstance(value, dict) and isinstance(value.get("target"), str):
+                return value["target"]
+        return None
+
 
 class PgDumpOperator(BackupStepOperator):
     """pg_dump of one target into the local backup tree, hashed while written."""

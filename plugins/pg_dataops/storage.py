@@ -42,6 +42,10 @@ def _code(exc: ClientError) -> str:
 
 
 def describe_error(exc: Exception) -> str:
+    # boto3's S3UploadFailedError wraps the ClientError that says what S3 answered.
+    inner = exc.__cause__ or exc.__context__
+    if not isinstance(exc, ClientError) and isinstance(inner, ClientError):
+        exc = inner
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip()

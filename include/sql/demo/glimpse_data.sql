@@ -93,9 +93,9 @@ ANALYZE gen_users;
 
 -- Pool of word-like filler texts (md5 hex digits mapped onto common letters
 -- and spaces) for bios and message bodies. translate() is too slow to run
--- per message, so each body is a slice of a pool entry instead; with 16384
--- entries, repeats are far apart and the text still compresses like prose
--- rather than like a handful of copied strings.
+-- per message, so each body is a slice of a pool entry instead. 16384
+-- entries (4 MB) keep repeats far apart, so dump compression sees varied
+-- text rather than a handful of copied strings.
 CREATE TEMP TABLE gen_text ON COMMIT DROP AS
 SELECT i,
        translate(md5('text:' || i || '/1') || md5('text:' || i || '/2')
@@ -290,7 +290,7 @@ ORDER BY id;
 -- Messages: the bulk of the database.
 -- Message j of a match is sent at matched_at + j*gap + jitter(< gap)
 -- minutes, so a conversation is strictly time-ordered and lasts at most
--- ~10 days. The body is 40..200 characters cut from a pool text.
+-- ~5 days. The body is 40..200 characters cut from a pool text.
 -- Ids are numbered (a sort) on narrow rows; the bodies are joined on
 -- afterwards, and rows still arrive in id order, so no second sort.
 -- ---------------------------------------------------------------------------

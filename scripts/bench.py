@@ -1,0 +1,554 @@
+"""Benchmark: the backup pipeline (dump + checksum + upload) against plain pg_dump.
+
+``make bench`` builds a Glimpse demo database of about BENCH_SIZE_MB (default 1000) in a throwaway
+PostgreSQL 15 cluster, plus one of 1/8 that size, and times on each:
+
+- raw ``pg_dump -Fc -Z<dump_compression> -f FILE``: the floor the pipeline is measured against;
+- the pipeline's dump_step + checksum_step + upload_step (to a moto S3 server), in a child process
+  so that its peak RSS is its own;
+- raw ``pg_dump -Fc -Z9`` (the runbook's setting), on the full-size database only.
+
+Each figure is the median of 3 runs after 1 warm-up (BENCH_QUICK=1: a single run). The Markdown
+report is printed and written to .bench/results.md. Nothing here is used in production.
+
+The script re-invokes itself with ``--backup-child`` for the pipeline runs; that mode reads its
+parameters as JSON on stdin (so the password never appears in argv) and prints one JSON result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "plugins"))
+
+import devstack  # noqa: E402
+from pg_dataops.config import load_config  # noqa: E402
+
+BENCH_DIR = REPO / ".bench"
+RESULTS = BENCH_DIR / "results.md"
+CLUSTER_SETTINGS = {
+    "shared_buffers": "'512MB'",
+    "maintenance_work_mem": "'256MB'",
+    "max_wal_size": "'4GB'",
+    # fsync stays off (LocalCluster's default): it only speeds up the load; the timed dumps read.
+}
+CALIBRATION_USERS = (1500, 6000)  # two loads give a line: fixed bytes + bytes per user
+SMALL_FRACTION = 8  # the second database is 1/8 of the full size
+MIN_USERS = 64  # glimpse_data.sql refuses fewer
+FIRST_MOMENT = dt.datetime(2026, 1, 5, 17, 0, tzinfo=dt.UTC)  # a Monday 02:00 in Seoul: tier "daily"
+MB = 1e6
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def log(msg: str) -> None:
+    # stderr, so that stdout carries only the report
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of every child process this process has reaped so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def vm_hwm(pid: int | str = "self") -> int:
+    """Peak resident set of one process in bytes (VmHWM), 0 once it has gone.
+
+    Not ru_maxrss: Linux carries the parent's high-water mark across the vfork+exec that
+    subprocess uses, so ru_maxrss of a child started by a big process reports the parent.
+    """
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class ChildPeakSampler(threading.Thread):
+    """Polls the VmHWM of this process's children (pg_dump) while a step runs; keeps the largest.
+
+    VmHWM only grows, so polling every few tenths of a second loses at most a late final rise.
+    The /proc scan for children runs only while none is known, to keep the poller cheap.
+    """
+
+    def __init__(self, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.interval, self.peak = interval, 0
+        self._stop_event = threading.Event()
+
+    @staticmethod
+    def _children() -> list[int]:
+        me, found = os.getpid(), []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                fields = ServerCpu.stat_fields(int(entry.name))
+                if fields and int(fields[1]) == me:
+                    found.append(int(entry.name))
+        return found
+
+    def run(self) -> None:
+        known: list[int] = []
+        while not self._stop_event.wait(self.interval):
+            peaks = [vm_hwm(pid) for pid in known]
+            if not any(peaks):
+                known = self._children()
+                peaks = [vm_hwm(pid) for pid in known]
+            self.peak = max([self.peak, *peaks])
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
+class ServerCpu:
+    """CPU seconds used by the cluster: the postmaster and its children, including reaped backends.
+
+    An exited backend's CPU lands in the postmaster's cutime/cstime, so the sum over the
+    postmaster and its live children only grows, and a difference covers everything in between.
+    """
+
+    def __init__(self, cluster: devstack.LocalCluster):
+        self.postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def stat_fields(pid: int) -> list[str] | None:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:  # the process ended between listing and reading
+            return None
+        return text.rsplit(")", 1)[1].split()  # fields after "(comm)": state, ppid, ...
+
+    def seconds(self) -> float:
+        ticks = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            fields = self.stat_fields(pid)
+            if fields and (pid == self.postmaster or int(fields[1]) == self.postmaster):
+                ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        return ticks / self.tick
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the databases
+# ---------------------------------------------------------------------------------------------
+
+def database_size(cluster: devstack.LocalCluster, dbname: str) -> int:
+    return int(cluster.psql("-Atc", f"SELECT pg_database_size('{dbname}')"))
+
+
+def load_database(cluster: devstack.LocalCluster, dbname: str, users: int) -> float:
+    """Create and load one Glimpse database; returns the load time in seconds."""
+    started = time.monotonic()
+    cluster.createdb(dbname)
+    cluster.load_demo(dbname, users)
+    return time.monotonic() - started
+
+
+def load_in_parallel(cluster: devstack.LocalCluster, plan: dict[str, int]) -> dict[str, float]:
+    # Each load is one single-threaded backend: two at a time use both vCPUs.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {db: pool.submit(load_database, cluster, db, users) for db, users in plan.items()}
+        return {db: f.result() for db, f in futures.items()}
+
+
+def calibrate(cluster: devstack.LocalCluster) -> tuple[float, float]:
+    """(fixed bytes, bytes per user) of a Glimpse database, from two small loads.
+
+    A line through two points rather than size/users from one: the empty database and the
+    catalog are a fixed ~7 MB that would otherwise inflate the per-user figure.
+    """
+    small, large = CALIBRATION_USERS
+    load_in_parallel(cluster, {"calibrate_a": small, "calibrate_b": large})
+    size_a, size_b = database_size(cluster, "calibrate_a"), database_size(cluster, "calibrate_b")
+    for db in ("calibrate_a", "calibrate_b"):
+        cluster.psql("-c", f"DROP DATABASE {db}")
+    per_user = (size_b - size_a) / (large - small)
+    return size_a - per_user * small, per_user
+
+
+def users_for(target_bytes: float, fixed: float, per_user: float) -> int:
+    return max(MIN_USERS, round((target_bytes - fixed) / per_user))
+
+
+def settle(cluster: devstack.LocalCluster, dbname: str) -> None:
+    # Set hint bits and the visibility map now and flush dirty pages, so that no timed dump pays
+    # for the load's leftovers (hint-bit writes, a checkpoint in the middle of a run).
+    cluster.psql("-c", "VACUUM (ANALYZE)", dbname=dbname)
+    cluster.psql("-c", "CHECKPOINT")
+
+
+def time_row_counts(cluster: devstack.LocalCluster, dbname: str) -> float:
+    """The pipeline's row-count pass on its own: every count(*) of the dump, one transaction."""
+    from pg_dataops import pgtools, sqlfiles
+
+    pg = pgtools.connect(cluster.conn(dbname))
+    try:
+        started = time.monotonic()
+        for schema, table in pg.execute(sqlfiles.text("dump/list_tables.sql")).fetchall():
+            pg.execute(sqlfiles.composed("dump/count_rows.sql", schema=schema, table=table)).fetchone()
+        return time.monotonic() - started
+    finally:
+        pg.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The timed runs
+# ---------------------------------------------------------------------------------------------
+
+def raw_pg_dump(cluster: devstack.LocalCluster, dbname: str, level: int, out_dir: Path) -> dict:
+    """pg_dump -Fc -Z<level> -f FILE, with the pipeline's connection environment; the file is removed."""
+    out = out_dir / f"raw_z{level}.dump"
+    conn = cluster.conn(dbname)
+    argv = [str(devstack.PG_BIN / "pg_dump"), "--format=custom", f"--compress={level}", f"--file={out}",
+            "--no-password", "--dbname", dbname]
+    server = ServerCpu(cluster)
+    server_before, client_before = server.seconds(), children_cpu()
+    started = time.monotonic()
+    subprocess.run(argv, env=conn.libpq_env(), check=True, capture_output=True)
+    wall = time.monotonic() - started
+    result = {
+        "wall": wall,
+        "size": out.stat().st_size,
+        "pg_dump_cpu": children_cpu() - client_before,
+        "server_cpu": server.seconds() - server_before,
+    }
+    out.unlink()
+    return result
+
+
+def pipeline_run(cluster: devstack.LocalCluster, s3: devstack.MotoS3, dbname: str, local_root: Path,
+                 moment: dt.datetime) -> dict:
+    """One dump + checksum + upload in a fresh child process; local files and S3 objects are removed."""
+    conn = cluster.conn(dbname)
+    spec = {
+        "conn": {"host": conn.host, "port": conn.port, "user": conn.user, "dbname": conn.dbname,
+                 "password": conn.password},
+        "s3_port": s3.port,
+        "moment": moment.isoformat(),
+    }
+    env = {**os.environ, "PGBACKUP_LOCAL_ROOT": str(local_root)}
+    server = ServerCpu(cluster)
+    server_before = server.seconds()
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--backup-child"], input=json.dumps(spec),
+                          env=env, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    server_cpu = server.seconds() - server_before
+    if proc.returncode != 0:
+        raise RuntimeError(f"backup child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result.update(child_wall=wall, server_cpu=server_cpu)
+
+    # Bounded disk and moto memory: nothing survives a run.
+    shutil.rmtree(local_root, ignore_errors=True)
+    client = s3.client()
+    for key in (result["key"], result["key"] + ".sha256"):
+        client.delete_object(Bucket=result["bucket"], Key=key)
+    return result
+
+
+def backup_child() -> None:
+    """--backup-child: the pipeline's steps, timed one by one, with this process's own peak RSS."""
+    import boto3  # noqa: F401 - imported before the baseline RSS, as a task would have it loaded
+    from pg_dataops import backup
+    from pg_dataops.pgtools import PgConn
+
+    rss_after_imports = vm_hwm()
+    spec = json.loads(sys.stdin.read())
+    cfg = load_config()  # PGBACKUP_LOCAL_ROOT comes from the parent's environment
+    target = cfg.targets[0]
+    conn = PgConn(**spec["conn"])
+    client = devstack.MotoS3(port=spec["s3_port"]).client()  # only builds a client; moto runs in the parent
+    moment = dt.datetime.fromisoformat(spec["moment"])
+    cpu_start = resource.getrusage(resource.RUSAGE_SELF)
+
+    sampler = ChildPeakSampler()
+    sampler.start()
+    t0 = time.monotonic()
+    dump = backup.dump_step(cfg, target, conn, "daily", moment)
+    t1 = time.monotonic()
+    pg_dump_peak = sampler.stop()
+    checksum = backup.checksum_step(dump)
+    t2 = time.monotonic()
+    upload = backup.upload_step(client, cfg, dump, checksum)
+    t3 = time.monotonic()
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU of pg_dump (and its --version probe)
+    print(json.dumps({
+        "dump": t1 - t0,
+        "checksum": t2 - t1,
+        "upload": t3 - t2,
+        "steps": t3 - t0,
+        "size": dump["size"],
+        "bucket": upload["bucket"],
+        "key": upload["key"],
+        "verified": upload["checksum_verified"],
+        "tables": len(dump["table_counts"]),
+        "rows": sum(dump["table_counts"].values()),
+        "python_cpu": (me.ru_utime + me.ru_stime) - (cpu_start.ru_utime + cpu_start.ru_stime),
+        "pg_dump_cpu": kids.ru_utime + kids.ru_stime,
+        "rss_after_imports": rss_after_imports,
+        "peak_rss": vm_hwm(),
+        "pg_dump_peak_rss": pg_dump_peak,
+    }))
+
+
+class Runs:
+    """Warm-up plus counted runs (or a single run when quick), keeping every counted sample."""
+
+    def __init__(self, quick: bool):
+        self.warmups = 0 if quick else 1
+        self.counted = 1 if quick else 3
+
+    def interleaved(self, **measure) -> dict[str, list[dict]]:
+        # Alternate the contenders (A B A B ...) so slow drift on the shared host hits all alike.
+        samples: dict[str, list[dict]] = {name: [] for name in measure}
+        for i in range(self.warmups + self.counted):
+            for name, fn in measure.items():
+                result = fn()
+                if i >= self.warmups:
+                    samples[name].append(result)
+                log(f"  {name} run {i + 1}/{self.warmups + self.counted}"
+                    f"{' (warm-up)' if i < self.warmups else ''}: "
+                    f"{result.get('steps', result.get('wall')):.2f} s")
+        return samples
+
+
+def med(samples: list[dict], field: str) -> float:
+    return median([s[field] for s in samples])
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+def machine_facts() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    version = subprocess.run([str(devstack.PG_BIN / "pg_dump"), "--version"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    return f"{os.cpu_count()} vCPU ({cpu}), {mem:.0f} GiB RAM, {version}, Python {platform.python_version()}"
+
+
+def report(ctx: dict) -> str:
+    level = ctx["level"]
+    full, small = ctx["sizes"]["full"], ctx["sizes"]["small"]
+    runs = "single run each (BENCH_QUICK=1)" if ctx["quick"] else "median of 3 runs after 1 warm-up"
+    lines = [
+        "# Backup pipeline benchmark",
+        "",
+        f"- When: {ctx['when']}; {runs}.",
+        f"- Machine: {ctx['machine']}.",
+        "- Cluster: throwaway PG 15 from initdb, shared_buffers 512MB, maintenance_work_mem 256MB, "
+        "max_wal_size 4GB (fsync off; the dumps only read), data checksums on.",
+        f"- Pipeline settings (load_config): format {ctx['cfg'].dump_format}, compression {level}, "
+        f"multipart part {ctx['cfg'].multipart_chunk_mb} MB; S3 = moto server on 127.0.0.1 (in the bench's "
+        f"own process).",
+        f"- Data: Glimpse demo, BENCH_SIZE_MB={ctx['target_mb']}: calibrated at "
+        f"{ctx['per_user'] / 1e3:.2f} kB/user + {ctx['fixed'] / MB:.1f} MB fixed; loads took "
+        + ", ".join(f"{d['name']} {d['load']:.0f} s" for d in (full, small)) + ".",
+        "",
+        "## Full-size database",
+        "",
+        f"`{full['name']}`: pg_database_size **{full['db_size'] / MB:,.1f} MB**, {full['users']:,} users, "
+        f"{full['rows']:,} rows in {full['tables']} tables.",
+        "",
+        "| measurement | wall s | output MB | vs raw -Z" + str(level) + " |",
+        "|---|---:|---:|---:|",
+    ]
+    raw, pipe, z9 = full["raw"], full["pipe"], full["z9"]
+    raw_wall = med(raw, "wall")
+    lines += [
+        f"| raw `pg_dump -Fc -Z{level} -f FILE` (baseline) | {raw_wall:.2f} | {med(raw, 'size') / MB:,.1f} | 1.00 |",
+        f"| **pipeline: dump + checksum + upload** | **{med(pipe, 'steps'):.2f}** | {med(pipe, 'size') / MB:,.1f} "
+        f"| **{med(pipe, 'steps') / raw_wall:.2f}** |",
+        f"| &nbsp;&nbsp;dump_step (pg_dump, hashing in-stream, row counts in the snapshot) | {med(pipe, 'dump'):.2f} "
+        f"| | {med(pipe, 'dump') / raw_wall:.2f} |",
+        f"| &nbsp;&nbsp;checksum_step (.sha256 sidecar) | {med(pipe, 'checksum'):.3f} | | |",
+        f"| &nbsp;&nbsp;upload_step (to moto S3, verify, sidecar) | {med(pipe, 'upload'):.2f} | | "
+        f"{med(pipe, 'upload') / raw_wall:.2f} |",
+        f"| pipeline child process, whole (adds interpreter start, imports, client) | {med(pipe, 'child_wall'):.2f} "
+        f"| | {med(pipe, 'child_wall') / raw_wall:.2f} |",
+        f"| raw `pg_dump -Fc -Z9` (the runbook's setting) | {med(z9, 'wall'):.2f} | {med(z9, 'size') / MB:,.1f} "
+        f"| {med(z9, 'wall') / raw_wall:.2f} |",
+        "",
+        f"-Z9 vs -Z{level}: **{med(z9, 'wall') / raw_wall:.2f}x the time** for "
+        f"**{med(z9, 'size') / med(raw, 'size'):.3f}x the size** "
+        f"({(1 - med(z9, 'size') / med(raw, 'size')) * 100:.1f}% smaller).",
+        "",
+        f"Target pipeline/raw <= 1.10: **{'met' if med(pipe, 'steps') / raw_wall <= 1.10 else 'NOT met'}** "
+        f"({med(pipe, 'steps') / raw_wall:.2f}); the dump step alone is {med(pipe, 'dump') / raw_wall:.2f}.",
+        "",
+        "## CPU seconds per run (medians)",
+        "",
+        "| run | wall s | pg_dump | pipeline Python (hash, write, boto3) | PostgreSQL server | total |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, d in (("full", full), ("small", small)):
+        r, p = d["raw"], d["pipe"]
+        lines.append(f"| raw -Z{level}, {name} | {med(r, 'wall'):.2f} | {med(r, 'pg_dump_cpu'):.2f} | - | "
+                     f"{med(r, 'server_cpu'):.2f} | {med(r, 'pg_dump_cpu') + med(r, 'server_cpu'):.2f} |")
+        lines.append(f"| pipeline, {name} | {med(p, 'steps'):.2f} | {med(p, 'pg_dump_cpu'):.2f} | "
+                     f"{med(p, 'python_cpu'):.2f} | {med(p, 'server_cpu'):.2f} | "
+                     f"{med(p, 'pg_dump_cpu') + med(p, 'python_cpu') + med(p, 'server_cpu'):.2f} |")
+    lines += [
+        "",
+        "The pipeline's server CPU includes its count(*) pass (a second backend, plus any parallel workers).",
+        "moto's CPU is in none of these columns: it runs in the bench process.",
+        "",
+        f"Row-count pass alone (the same count(*) queries, no dump running): full {full['count_alone']:.2f} s, "
+        f"small {small['count_alone']:.2f} s.",
+        "",
+        "## Two sizes: time ratio and memory",
+        "",
+        "| database | pg_database_size MB | raw s | pipeline s | ratio | dump step ratio | backup child peak RSS MB "
+        "| child RSS after imports MB | pg_dump peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for d in (full, small):
+        r, p = d["raw"], d["pipe"]
+        lines.append(
+            f"| {d['name']} | {d['db_size'] / MB:,.1f} | {med(r, 'wall'):.2f} | {med(p, 'steps'):.2f} | "
+            f"{med(p, 'steps') / med(r, 'wall'):.2f} | {med(p, 'dump') / med(r, 'wall'):.2f} | "
+            f"{max(s['peak_rss'] for s in p) / MB:.1f} | {max(s['rss_after_imports'] for s in p) / MB:.1f} | "
+            f"{max(s['pg_dump_peak_rss'] for s in p) / MB:.1f} |"
+        )
+    lines += [
+        "",
+        f"Peak RSS is the largest over the counted runs; the full database is "
+        f"{full['db_size'] / small['db_size']:.1f}x the small one.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+def bench_database(cluster, s3, dbname: str, level: int, runs: Runs, work: Path, moments, *, with_z9: bool) -> dict:
+    """All timed runs on one database."""
+    local_root = work / "pipeline"
+    result: dict = {"name": dbname}
+    log(f"{dbname}: raw -Z{level} and pipeline, interleaved")
+    samples = runs.interleaved(
+        raw=lambda: raw_pg_dump(cluster, dbname, level, work),
+        pipe=lambda: pipeline_run(cluster, s3, dbname, local_root, next(moments)),
+    )
+    result.update(samples)
+    if with_z9:
+        log(f"{dbname}: raw -Z9")
+        result["z9"] = runs.interleaved(z9=lambda: raw_pg_dump(cluster, dbname, 9, work))["z9"]
+    result["count_alone"] = time_row_counts(cluster, dbname)
+    last = result["pipe"][-1]
+    result.update(tables=last["tables"], rows=last["rows"])
+    return result
+
+
+def moments_from(first: dt.datetime):
+    # A new backup name per run (the names have one-second resolution), an hour apart.
+    n = 0
+    while True:
+        yield first + dt.timedelta(hours=n)
+        n += 1
+
+
+def main() -> int:
+    target_mb = env_int("BENCH_SIZE_MB", 1000)
+    quick = os.environ.get("BENCH_QUICK", "").strip() not in ("", "0")
+    cfg = load_config()
+    level = cfg.dump_compression
+    if cfg.dump_format != "custom":
+        log(f"note: dump_format is {cfg.dump_format}; the raw baselines are -Fc")
+    runs = Runs(quick)
+    BENCH_DIR.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=BENCH_DIR))
+    cluster = devstack.LocalCluster(settings=CLUSTER_SETTINGS)
+    s3 = devstack.MotoS3()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+    started = time.monotonic()
+    try:
+        cluster.start()
+        s3.start()
+        s3.client().create_bucket(Bucket=cfg.bucket)
+        log(f"cluster on port {cluster.port}, moto on {s3.port}, work dir {work}")
+
+        fixed, per_user = calibrate(cluster)
+        full_users = users_for(target_mb * MB, fixed, per_user)
+        small_users = users_for(target_mb * MB / SMALL_FRACTION, fixed, per_user)
+        log(f"calibration: {per_user / 1e3:.2f} kB/user + {fixed / MB:.1f} MB; loading {full_users:,} "
+            f"and {small_users:,} users")
+        names = {"full": "glimpse_full", "small": "glimpse_small"}
+        loads = load_in_parallel(cluster, {names["full"]: full_users, names["small"]: small_users})
+        for db in names.values():
+            settle(cluster, db)
+        log("loaded: " + ", ".join(f"{db} {database_size(cluster, db) / MB:,.1f} MB in {t:.0f} s"
+                                   for db, t in loads.items()))
+
+        moments = moments_from(FIRST_MOMENT)
+        sizes = {}
+        for label, users in (("full", full_users), ("small", small_users)):
+            db = names[label]
+            sizes[label] = bench_database(cluster, s3, db, level, runs, work, moments, with_z9=(label == "full"))
+            sizes[label].update(users=users, load=loads[db], db_size=database_size(cluster, db))
+
+        text = report({
+            "when": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            "machine": machine_facts(), "quick": quick, "level": level, "cfg": cfg, "target_mb": target_mb,
+            "fixed": fixed, "per_user": per_user, "sizes": sizes,
+        })
+        text += f"\nTotal benchmark time {time.monotonic() - started:.0f} s.\n"
+        RESULTS.write_text(text)
+        print(text)
+        log(f"wrote {RESULTS}")
+        return 0
+    finally:
+        s3.stop()
+        cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--backup-child"]:
+        backup_child()
+    else:
+        sys.exit(main())

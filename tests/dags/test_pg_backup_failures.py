@@ -1,0 +1,141 @@
+"""Bad input and faults: each fails the run with a message naming the cause, alerts Slack and PagerDuty,
+leaves no partial file or incomplete multipart upload, and records nothing as a good backup."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import devstack
+from faultproxy import FaultProxy
+
+from .conftest import catalog_rows, files_under, json_posts
+
+pytestmark = pytest.mark.dagrun
+
+
+def assert_alerted(receiver, cause: str, task: str):
+    slack = json_posts(receiver, "/slack")
+    assert len(slack) == 1, slack
+    text = slack[0]["text"]
+    assert text.startswith(":red_circle: *Database backup FAILED*")
+    assert f"task: `back_up_target.{task}`" in text and "target: `glimpse`" in text
+    assert cause in text
+    assert "log: http://localhost:8080/" in text
+    pd = json_posts(receiver, "/pagerduty")
+    assert len(pd) == 1, pd
+    event = pd[0]
+    assert event["routing_key"] == "test-routing-key"
+    assert event["event_action"] == "trigger"
+    assert event["dedup_key"].startswith("pg_backup/manual__") or event["dedup_key"].startswith("pg_backup/")
+    assert event["payload"]["severity"] == "critical"
+    assert event["payload"]["source"] == "pg_dataops"
+    assert event["payload"]["summary"].startswith(f"Database backup FAILED: pg_backup.back_up_target.{task}[glimpse]")
+    assert cause in event["payload"]["summary"]
+    assert event["payload"]["custom_details"]["task_id"] == f"back_up_target.{task}"
+    assert event["links"][0]["href"].startswith("http://localhost:8080/")
+
+
+def assert_recorded_failed(cluster, cause: str, step: str | None):
+    rows = catalog_rows(cluster)
+    assert [r["status"] for r in rows] == ["FAILED"], rows
+    assert cause in rows[0]["error_message"]
+    assert rows[0]["failed_step"] == step
+
+
+def assert_no_s3_leftovers(s3, bucket):
+    c = s3.client()
+    assert c.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert c.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+@pytest.fixture(autouse=True)
+def _clean_catalog(cluster):
+    cluster.psql("-c", "DROP TABLE IF EXISTS backup_logs", dbname="catalog")
+
+
+def test_missing_connection(run_pg_backup, cluster, s3, bucket, receiver):
+    run = run_pg_backup(bucket=bucket, conns={"glimpse_db": None})
+    assert run.failed, run.output[-3000:]
+    cause = "Airflow connection 'glimpse_db' (target glimpse) is not defined"
+    assert_alerted(receiver, cause, "dump")
+    assert_recorded_failed(cluster, cause, "dump")
+    assert files_under(run.local_root) == []
+    assert_no_s3_leftovers(s3, bucket)
+
+
+def test_database_unreachable(run_pg_backup, cluster, s3, bucket, receiver):
+    port = devstack.free_port()
+    conn = json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "postgres",
+                       "password": "x", "schema": "glimpse"})
+    run = run_pg_backup(bucket=bucket, conns={"glimpse_db": conn})
+    assert run.failed
+    cause = f"cannot reach PostgreSQL at 127.0.0.1:{port}"
+    assert_alerted(receiver, cause, "dump")
+    assert_recorded_failed(cluster, cause, "dump")
+    assert files_under(run.local_root) == []
+    assert_no_s3_leftovers(s3, bucket)
+
+
+def test_wrong_password(run_pg_backup, cluster, s3, bucket, receiver):
+    run = run_pg_backup(bucket=bucket, conns={"glimpse_db": cluster.airflow_conn("glimpse", password="not-it-9")})
+    assert run.failed
+    cause = "authentication failed for user 'postgres'"
+    assert_alerted(receiver, cause, "dump")
+    assert_recorded_failed(cluster, cause, "dump")
+    assert "not-it-9" not in json.dumps(receiver.requests)
+    assert files_under(run.local_root) == []
+    assert_no_s3_leftovers(s3, bucket)
+
+
+def test_bucket_missing(run_pg_backup, cluster, s3, receiver):
+    run = run_pg_backup(bucket="glimpse-no-such-bucket")
+    assert run.failed
+    cause = "S3 bucket 'glimpse-no-such-bucket' does not exist"
+    assert_alerted(receiver, cause, "upload")
+    assert_recorded_failed(cluster, cause, "upload")
+    # The complete local dump stays (with its checksum), so the upload can be retried; nothing partial.
+    files = files_under(run.local_root)
+    assert [f for f in files if f.endswith((".partial", ".tmp"))] == []
+    assert [os.path.basename(f) for f in files] == ["glimpse_daily_20261125_020000.dump",
+                                                     "glimpse_daily_20261125_020000.dump.sha256"]
+    sidecar_dir = run.local_root / "daily/2026/11"
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "glimpse_daily_20261125_020000.dump.sha256"],
+                          cwd=sidecar_dir).returncode == 0
+
+
+def test_upload_failing_midway(run_pg_backup, cluster, s3, bucket, receiver):
+    proxy = FaultProxy(s3.port, fail_from_part=2).start()
+    try:
+        run = run_pg_backup(bucket=bucket, conns={"backup_s3": s3.airflow_conn(endpoint=proxy.endpoint)},
+                            env={"PGBACKUP_DUMP_COMPRESSION": "0"})  # ~28 MB: six 5 MB parts
+    finally:
+        proxy.stop()
+    assert run.failed
+    assert proxy.failed_requests >= 1
+    cause = "InternalError: injected fault: part upload failed"
+    assert_alerted(receiver, cause, "upload")
+    assert_recorded_failed(cluster, cause, "upload")
+    assert_no_s3_leftovers(s3, bucket)
+    assert [f for f in files_under(run.local_root) if f.endswith((".partial", ".tmp"))] == []
+
+
+def test_local_disk_full(run_pg_backup, cluster, s3, bucket, receiver, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        run = run_pg_backup(bucket=bucket, local_root=mnt)
+        assert run.failed
+        cause = "local disk full while writing"
+        assert_alerted(receiver, cause, "dump")
+        assert_recorded_failed(cluster, cause, "dump")
+        assert files_under(mnt) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+    assert_no_s3_leftovers(s3, bucket)
