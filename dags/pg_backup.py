@@ -17,7 +17,6 @@ import datetime as dt
 
 import pendulum
 from airflow.sdk import DAG, Param, chain, task_group
-
 from pg_dataops.config import load_config
 from pg_dataops.notifiers import failure_callbacks
 from pg_dataops.operators import (

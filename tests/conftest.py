@@ -12,9 +12,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-import pytest
-
 import devstack
+import pytest
 
 DEMO_USERS = 3000  # a few MB: enough rows in every table, multipart uploads at -Z0 with 5 MB parts
 

@@ -110,9 +110,8 @@ class LocalCluster:
         return out.stdout
 
     def createdb(self, name: str) -> None:
-        from psycopg import sql
-
         import psycopg
+        from psycopg import sql
 
         with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
                              dbname="postgres", autocommit=True) as pg:

@@ -168,7 +168,7 @@ def run_dump(
 ) -> DumpResult:
     """Dump ``conn.dbname`` to ``out_dir/basename.<ext>``; on any failure nothing is left behind."""
     started = time.monotonic()
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
@@ -260,7 +260,7 @@ def run_dump(
         db_version=db_version.strip(),
         server_version_num=version_num,
         pg_dump_version=pg_dump_version,
-        snapshot_time=snapshot_time.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+        snapshot_time=snapshot_time.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
         started_at=started_at.isoformat().replace("+00:00", "Z"),
         duration_seconds=round(time.monotonic() - started, 3),
         table_counts=counts,

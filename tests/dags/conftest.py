@@ -6,10 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import devstack
 import psycopg
 import pytest
-
-import devstack
 
 
 @dataclass

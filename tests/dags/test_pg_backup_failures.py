@@ -7,9 +7,8 @@ import json
 import os
 import subprocess
 
-import pytest
-
 import devstack
+import pytest
 from faultproxy import FaultProxy
 
 from .conftest import catalog_rows, files_under, json_posts

@@ -12,9 +12,8 @@ import subprocess
 
 import psycopg
 import pytest
-from psycopg import sql
-
 from pg_dataops import manifest as manifest_mod
+from psycopg import sql
 
 from .conftest import catalog_rows, files_under, json_posts
 

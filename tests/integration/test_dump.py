@@ -7,7 +7,6 @@ import tarfile
 
 import psycopg
 import pytest
-
 from pg_dataops.dump import run_dump
 from pg_dataops.errors import AuthenticationFailed, ClientVersionError, DatabaseUnreachable, DiskFull
 from pg_dataops.pgtools import PgConn

@@ -7,7 +7,6 @@ import os
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
-
 from faultproxy import FaultProxy
 from pg_dataops import storage
 from pg_dataops.dump import HashingWriter

@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from pg_dataops.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 
 

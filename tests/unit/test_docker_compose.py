@@ -441,7 +441,7 @@ def test_glimpse_db_wal_settings():
     if isinstance(command, str):
         command = shlex.split(command)
     settings = dict(
-        arg.split("=", 1) for prev, arg in zip(command, command[1:]) if prev == "-c" and "=" in arg
+        arg.split("=", 1) for prev, arg in zip(command, command[1:], strict=False) if prev == "-c" and "=" in arg
     )
     assert settings.get("wal_level") == "replica"
     assert settings.get("archive_mode") == "on"

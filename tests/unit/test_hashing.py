@@ -4,7 +4,6 @@ import io
 import os
 
 import pytest
-
 from pg_dataops.dump import HashingWriter, artifact_name
 from pg_dataops.manifest import sha256_line
 from pg_dataops.storage import expected_composite

@@ -1,10 +1,9 @@
 import datetime as dt
 
 import pytest
-
 from pg_dataops.tiers import backup_basename, local_dir, resolve_tier, tier_for
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SEOUL = "Asia/Seoul"
 
 
