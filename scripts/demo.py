@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -127,20 +128,26 @@ def run_demo(users: int) -> int:
 
 
 def run_ui(users: int) -> int:
-    cluster, s3, receiver, env, _ = start_stack(users)
+    cluster, s3, receiver, env, _ = start_stack(users)  # noqa: RUF059 - size only matters to the summary
     env = {**env, "AIRFLOW__API__PORT": os.environ.get("AIRFLOW_PORT", "8080"),
            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
     say("starting `airflow standalone` (api-server, scheduler, dag-processor, triggerer); Ctrl-C stops all")
     say(f"UI: http://localhost:{env['AIRFLOW__API__PORT']}  login: admin, password printed by airflow "
         f"and kept in {WORK / 'airflow'}/simple_auth_manager_passwords.json.generated")
-    proc = subprocess.Popen([devstack.airflow_bin(), "standalone"], env=env)
+    # Its own process group, so stopping the demo stops every Airflow component it started.
+    proc = subprocess.Popen([devstack.airflow_bin(), "standalone"], env=env, start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=60)
         return 0
     finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
         receiver.stop()
         s3.stop()
         cluster.stop(remove=True)

@@ -21,11 +21,13 @@ DEMO_USERS = 3000  # a few MB: enough rows in every table, multipart uploads at 
 @pytest.fixture(scope="session")
 def cluster():
     c = devstack.LocalCluster().start()
-    c.createdb("glimpse")
-    c.load_demo("glimpse", DEMO_USERS)
-    c.createdb("catalog")
-    yield c
-    c.stop()
+    try:
+        c.createdb("glimpse")
+        c.load_demo("glimpse", DEMO_USERS)
+        c.createdb("catalog")
+        yield c
+    finally:
+        c.stop()
 
 
 @pytest.fixture(scope="session")

@@ -224,6 +224,8 @@ class Receiver:
 def airflow_env(home: str | os.PathLike, *, conns: dict[str, str], extra: dict[str, str] | None = None) -> dict:
     """Environment for an isolated Airflow: private SQLite metadata DB, this repo's dags and plugins."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PGBACKUP_", "AWS_"))}
+    # `airflow standalone` starts its components as `airflow ...` subprocesses: the venv must be on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
