@@ -34,22 +34,26 @@ def say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def start_stack(users: int):
+def start_stack(users: int, started: list):
+    """Start the demo servers; each is appended to ``started`` at once, so a failure still stops it."""
     if WORK.exists():
         shutil.rmtree(WORK)
     WORK.mkdir()
     say(f"starting PostgreSQL 15 (initdb) and loading the Glimpse demo data ({users} users)...")
     # The cluster lives under /tmp: the postgres OS user may not be able to enter the checkout.
     cluster = devstack.LocalCluster().start()
+    started.append(cluster)
     t = time.monotonic()
     cluster.createdb("glimpse")
     cluster.load_demo("glimpse", users)
     size = int(cluster.psql("-tAc", "SELECT pg_database_size('glimpse')").strip())
     say(f"  glimpse database: {size / 1e6:.1f} MB, loaded in {time.monotonic() - t:.1f} s (port {cluster.port})")
     s3 = devstack.MotoS3().start()
+    started.append(s3)
     s3.client().create_bucket(Bucket=BUCKET)
     say(f"local S3 endpoint (moto server): {s3.endpoint}, bucket {BUCKET}")
     receiver = devstack.Receiver().start()
+    started.append(receiver)
     say(f"Slack/PagerDuty stand-in receiver: http://127.0.0.1:{receiver.port}")
     env = devstack.airflow_env(
         WORK / "airflow",
@@ -101,10 +105,16 @@ def summarize(s3, receiver, db_size: int, wall: float) -> None:
     print("=" * 78)
 
 
+def stop_all(started: list) -> None:
+    say("stopping what the demo started")
+    for thing in reversed(started):
+        thing.stop()
+
+
 def run_demo(users: int) -> int:
-    cluster = s3 = receiver = None
+    started: list = []
     try:
-        cluster, s3, receiver, env, size = start_stack(users)
+        _, s3, receiver, env, size = start_stack(users, started)
         say("running DAG pg_backup end to end (airflow dags test)...")
         t = time.monotonic()
         proc = devstack.dags_test(env, "pg_backup")
@@ -119,16 +129,16 @@ def run_demo(users: int) -> int:
         say("full Airflow log: .demo/dags_test.log; local backups stay in .demo/backups")
         return 0
     finally:
-        say("stopping what the demo started")
-        for thing in (receiver, s3):
-            if thing:
-                thing.stop()
-        if cluster:
-            cluster.stop(remove=True)
+        stop_all(started)
 
 
 def run_ui(users: int) -> int:
-    cluster, s3, receiver, env, _ = start_stack(users)  # noqa: RUF059 - size only matters to the summary
+    started: list = []
+    try:
+        env = start_stack(users, started)[3]
+    except BaseException:
+        stop_all(started)
+        raise
     env = {**env, "AIRFLOW__API__PORT": os.environ.get("AIRFLOW_PORT", "8080"),
            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
     say("starting `airflow standalone` (api-server, scheduler, dag-processor, triggerer); Ctrl-C stops all")
@@ -148,9 +158,7 @@ def run_ui(users: int) -> int:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        receiver.stop()
-        s3.stop()
-        cluster.stop(remove=True)
+        stop_all(started)
 
 
 def main() -> int:
