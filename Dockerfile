@@ -26,7 +26,7 @@ USER airflow
 # mounted here picks up airflow ownership the first time it is populated.
 RUN mkdir -p /opt/airflow/backups
 
-COPY requirements.txt /requirements.txt
+COPY requirements.txt constraints.txt /
 # Pinning apache-airflow alongside the requirements stops pip from silently upgrading or
 # downgrading Airflow while it resolves the project's dependencies.
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /requirements.txt
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /requirements.txt -c /constraints.txt

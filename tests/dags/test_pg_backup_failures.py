@@ -51,11 +51,6 @@ def assert_no_s3_leftovers(s3, bucket):
     assert c.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
-@pytest.fixture(autouse=True)
-def _clean_catalog(cluster):
-    cluster.psql("-c", "DROP TABLE IF EXISTS backup_logs", dbname="catalog")
-
-
 def test_missing_connection(run_pg_backup, cluster, s3, bucket, receiver):
     run = run_pg_backup(bucket=bucket, conns={"glimpse_db": None})
     assert run.failed, run.output[-3000:]
