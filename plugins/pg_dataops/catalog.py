@@ -15,9 +15,15 @@ COLUMNS = (
 )
 
 
+# Applied in order, every time: each file is idempotent (IF NOT EXISTS / CREATE OR REPLACE).
+SCHEMA_FILES = ("catalog/backup_logs.sql", "catalog/restore_drills.sql", "catalog/views.sql")
+
+
 def ensure_schema(pg: psycopg.Connection) -> None:
     with pg.transaction():
-        pg.execute(sqlfiles.text("catalog/backup_logs.sql"))
+        pg.execute(sqlfiles.text("catalog/lock.sql"))
+        for name in SCHEMA_FILES:
+            pg.execute(sqlfiles.text(name))
 
 
 def record(pg: psycopg.Connection, row: dict[str, Any]) -> int:
