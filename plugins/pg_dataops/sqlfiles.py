@@ -16,6 +16,6 @@ def text(name: str) -> str:
     return (SQL_ROOT / name).read_text()
 
 
-def composed(name: str, **identifiers: str) -> sql.Composed:
+def composed(sql_file: str, /, **identifiers: str) -> sql.Composed:
     """A statement whose {placeholders} are identifiers, quoted by psycopg (never by f-strings)."""
-    return sql.SQL(text(name)).format(**{k: sql.Identifier(v) for k, v in identifiers.items()})
+    return sql.SQL(text(sql_file)).format(**{k: sql.Identifier(v) for k, v in identifiers.items()})
