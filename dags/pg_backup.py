@@ -7,8 +7,10 @@ manual trigger may force it with the `tier` param. One mapped task group per con
 
 Per target: **dump** (pg_dump in one exported snapshot, SHA-256 taken while writing) ->
 **checksum** (`.sha256` sidecar) -> **upload** (S3, no overwrite, size and checksum proven) ->
-**manifest** (`.json` beside the dump) -> **record** (`backup_logs`, also for failures) ->
-**notify** (Slack). Any failed task alerts Slack and PagerDuty.
+**verify** (restore into a scratch database, every table checked against the dump's snapshot,
+amcheck; the scratch database is dropped by a teardown) -> **manifest** (`.json` beside the dump,
+with the verdict) -> **record** (`backup_logs`, also for failures) -> **notify** (Slack).
+Any failed task alerts Slack and PagerDuty; a failed verification is a failed backup.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from airflow.sdk import DAG, Param, chain, task_group
 from pg_dataops.config import load_config
 from pg_dataops.notifiers import failure_callbacks
 from pg_dataops.operators import (
+    CreateScratchDatabaseOperator,
+    DropScratchDatabaseOperator,
     NotifyBackupOperator,
     PgDumpOperator,
     RecordBackupOperator,
     UploadBackupOperator,
+    VerifyBackupOperator,
     WriteChecksumOperator,
     WriteManifestOperator,
 )
@@ -64,14 +69,18 @@ with DAG(
         dump = PgDumpOperator(task_id="dump", target=target, tier="{{ params.tier }}")
         checksum = WriteChecksumOperator(task_id="checksum", dump=dump.output)
         upload = UploadBackupOperator(task_id="upload", dump=dump.output, checksum=checksum.output)
-        # Next: verify (restore test) between upload and manifest, so the manifest records the proof.
-        manifest = WriteManifestOperator(task_id="manifest", dump=dump.output, upload=upload.output)
+        verify_db = CreateScratchDatabaseOperator(task_id="create_verify_db", target=target)
+        verify = VerifyBackupOperator(task_id="verify", dump=dump.output, scratch=verify_db.output)
+        drop_verify_db = DropScratchDatabaseOperator(task_id="drop_verify_db", scratch=verify_db.output)
+        manifest = WriteManifestOperator(task_id="manifest")
         record = RecordBackupOperator(
             task_id="record", target=target, tier="{{ params.tier }}",
-            step_task_ids=["dump", "checksum", "upload", "manifest"],
+            step_task_ids=["dump", "checksum", "upload", "verify", "manifest"],
         )
         # Next: retention (GFS) after record, before notify.
-        notify = NotifyBackupOperator(task_id="notify", manifest=manifest.output)
-        chain(dump, checksum, upload, manifest, record, notify)
+        notify = NotifyBackupOperator(task_id="notify")
+        chain(dump, checksum, upload, verify_db, verify, manifest, record, notify)
+        # The scratch database is dropped whatever happened to the restore test.
+        verify >> drop_verify_db.as_teardown(setups=verify_db)
 
     back_up_target.expand(target=CFG.target_names)

@@ -137,6 +137,12 @@ class ChildPeakSampler(threading.Thread):
         return self.peak
 
 
+def system_busy() -> float:
+    """CPU seconds the whole machine has been busy (user, nice, system, irq, softirq), all CPUs."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return sum(int(fields[i]) for i in (1, 2, 3, 6, 7)) / os.sysconf("SC_CLK_TCK")
+
+
 class ServerCpu:
     """CPU seconds used by the cluster: the postmaster and its children, including reaped backends.
 
@@ -242,7 +248,7 @@ def raw_pg_dump(cluster: devstack.LocalCluster, dbname: str, level: int, out_dir
     argv = [str(devstack.PG_BIN / "pg_dump"), "--format=custom", f"--compress={level}", f"--file={out}",
             "--no-password", "--dbname", dbname]
     server = ServerCpu(cluster)
-    server_before, client_before = server.seconds(), children_cpu()
+    server_before, client_before, busy_before = server.seconds(), children_cpu(), system_busy()
     started = time.monotonic()
     subprocess.run(argv, env=conn.libpq_env(), check=True, capture_output=True)
     wall = time.monotonic() - started
@@ -252,6 +258,7 @@ def raw_pg_dump(cluster: devstack.LocalCluster, dbname: str, level: int, out_dir
         "pg_dump_cpu": children_cpu() - client_before,
         "server_cpu": server.seconds() - server_before,
     }
+    result["foreign_cpu"] = system_busy() - busy_before - result["pg_dump_cpu"] - result["server_cpu"]
     out.unlink()
     return result
 
@@ -268,17 +275,19 @@ def pipeline_run(cluster: devstack.LocalCluster, s3: devstack.MotoS3, dbname: st
     }
     env = {**os.environ, "PGBACKUP_LOCAL_ROOT": str(local_root)}
     server = ServerCpu(cluster)
-    server_before, bench_before = server.seconds(), own_cpu()
+    server_before, bench_before, child_before, busy_before = server.seconds(), own_cpu(), children_cpu(), system_busy()
     started = time.monotonic()
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--backup-child"], input=json.dumps(spec),
                           env=env, capture_output=True, text=True)
     wall = time.monotonic() - started
     server_cpu = server.seconds() - server_before
     moto_cpu = own_cpu() - bench_before  # this process only waits meanwhile: the rest is moto's threads
+    # Whatever the machine did beyond the child (and its pg_dump), the cluster and moto: other workloads.
+    foreign_cpu = system_busy() - busy_before - (children_cpu() - child_before) - server_cpu - moto_cpu
     if proc.returncode != 0:
         raise RuntimeError(f"backup child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result.update(child_wall=wall, server_cpu=server_cpu, moto_cpu=moto_cpu)
+    result.update(child_wall=wall, server_cpu=server_cpu, moto_cpu=moto_cpu, foreign_cpu=foreign_cpu)
 
     # Bounded disk and moto memory: nothing survives a run.
     shutil.rmtree(local_root, ignore_errors=True)
@@ -375,6 +384,18 @@ def machine_facts() -> str:
     return f"{os.cpu_count()} vCPU ({cpu}), {mem:.0f} GiB RAM, {version}, Python {platform.python_version()}"
 
 
+def row(label: str, samples: list[dict], field: str, baseline: float, *, size: bool = False, bold: bool = False,
+        digits: int = 2) -> str:
+    """One line of the main table: median, spread, output size, ratio to the raw baseline."""
+    values = [s[field] for s in samples]
+    wall, ratio = f"{median(values):.{digits}f}", f"{median(values) / baseline:.2f}"
+    if bold:
+        wall, ratio = f"**{wall}**", f"**{ratio}**"
+    spread = f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+    out_mb = f"{med(samples, 'size') / MB:,.1f}" if size else ""
+    return f"| {label} | {wall} | {spread} | {out_mb} | {ratio} |"
+
+
 def report(ctx: dict) -> str:
     level = ctx["level"]
     full, small = ctx["sizes"]["full"], ctx["sizes"]["small"]
@@ -398,24 +419,19 @@ def report(ctx: dict) -> str:
         f"`{full['name']}`: pg_database_size **{full['db_size'] / MB:,.1f} MB**, {full['users']:,} users, "
         f"{full['rows']:,} rows in {full['tables']} tables.",
         "",
-        "| measurement | wall s | output MB | vs raw -Z" + str(level) + " |",
-        "|---|---:|---:|---:|",
+        "| measurement | wall s | min-max s | output MB | vs raw -Z" + str(level) + " |",
+        "|---|---:|---:|---:|---:|",
     ]
     raw, pipe, z9 = full["raw"], full["pipe"], full["z9"]
     raw_wall = med(raw, "wall")
     lines += [
-        f"| raw `pg_dump -Fc -Z{level} -f FILE` (baseline) | {raw_wall:.2f} | {med(raw, 'size') / MB:,.1f} | 1.00 |",
-        f"| **pipeline: dump + checksum + upload** | **{med(pipe, 'steps'):.2f}** | {med(pipe, 'size') / MB:,.1f} "
-        f"| **{med(pipe, 'steps') / raw_wall:.2f}** |",
-        f"| &nbsp;&nbsp;dump_step (pg_dump, hashing in-stream, row counts in the snapshot) | {med(pipe, 'dump'):.2f} "
-        f"| | {med(pipe, 'dump') / raw_wall:.2f} |",
-        f"| &nbsp;&nbsp;checksum_step (.sha256 sidecar) | {med(pipe, 'checksum'):.3f} | | |",
-        f"| &nbsp;&nbsp;upload_step (to moto S3, verify, sidecar) | {med(pipe, 'upload'):.2f} | | "
-        f"{med(pipe, 'upload') / raw_wall:.2f} |",
-        f"| pipeline child process, whole (adds interpreter start, imports, client) | {med(pipe, 'child_wall'):.2f} "
-        f"| | {med(pipe, 'child_wall') / raw_wall:.2f} |",
-        f"| raw `pg_dump -Fc -Z9` (the runbook's setting) | {med(z9, 'wall'):.2f} | {med(z9, 'size') / MB:,.1f} "
-        f"| {med(z9, 'wall') / raw_wall:.2f} |",
+        row(f"raw `pg_dump -Fc -Z{level} -f FILE` (baseline)", raw, "wall", raw_wall, size=True),
+        row("**pipeline: dump + checksum + upload**", pipe, "steps", raw_wall, size=True, bold=True),
+        row("&nbsp;&nbsp;dump_step (pg_dump, hashing in-stream, row counts in the snapshot)", pipe, "dump", raw_wall),
+        row("&nbsp;&nbsp;checksum_step (.sha256 sidecar)", pipe, "checksum", raw_wall, digits=3),
+        row("&nbsp;&nbsp;upload_step (to moto S3, verify, sidecar)", pipe, "upload", raw_wall),
+        row("pipeline child process, whole (adds interpreter start, imports, client)", pipe, "child_wall", raw_wall),
+        row("raw `pg_dump -Fc -Z9` (the runbook's setting)", z9, "wall", raw_wall, size=True),
         "",
         f"-Z9 vs -Z{level}: **{med(z9, 'wall') / raw_wall:.2f}x the time** for "
         f"**{med(z9, 'size') / med(raw, 'size'):.3f}x the size** "
@@ -427,22 +443,24 @@ def report(ctx: dict) -> str:
         "## CPU seconds per run (medians)",
         "",
         "| run | wall s | pg_dump | Python, dump step (pipe, hash, write) | Python, upload step (boto3) "
-        "| PostgreSQL server | moto S3 server | total |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| PostgreSQL server | moto S3 server | total | other workloads on the host |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, d in (("full", full), ("small", small)):
         r, p = d["raw"], d["pipe"]
         lines.append(f"| raw -Z{level}, {name} | {med(r, 'wall'):.2f} | {med(r, 'pg_dump_cpu'):.2f} | - | - | "
-                     f"{med(r, 'server_cpu'):.2f} | - | {med(r, 'pg_dump_cpu') + med(r, 'server_cpu'):.2f} |")
+                     f"{med(r, 'server_cpu'):.2f} | - | {med(r, 'pg_dump_cpu') + med(r, 'server_cpu'):.2f} | "
+                     f"{med(r, 'foreign_cpu'):.2f} |")
         parts = ("pg_dump_cpu", "python_cpu_dump", "python_cpu_upload", "server_cpu", "moto_cpu")
         lines.append(f"| pipeline, {name} | {med(p, 'steps'):.2f} | "
                      + " | ".join(f"{med(p, f):.2f}" for f in parts)
-                     + f" | {sum(med(p, f) for f in parts):.2f} |")
+                     + f" | {sum(med(p, f) for f in parts):.2f} | {med(p, 'foreign_cpu'):.2f} |")
     lines += [
         "",
         "Server CPU covers the postmaster and every backend, so the pipeline's includes its count(*) pass",
         "(a second backend, plus any parallel workers). moto runs in the bench process: its CPU is the bench",
-        "process's own CPU while the backup child runs.",
+        "process's own CPU while the backup child runs. \"Other workloads\" is the machine's busy CPU (/proc/stat)",
+        "minus all of the above: well above zero means another job shared the vCPUs and the run was slowed.",
         "",
         f"Row-count pass alone (the same count(*) queries, no dump running): full {full['count_alone']:.2f} s, "
         f"small {small['count_alone']:.2f} s.",

@@ -77,11 +77,12 @@ def upload_step(client, cfg: Config, dump: dict[str, Any], checksum: dict[str, A
 
 
 def manifest_step(
-    client, cfg: Config, dump: dict[str, Any], upload: dict[str, Any], dag_id: str | None, run_id: str | None
+    client, cfg: Config, dump: dict[str, Any], upload: dict[str, Any], verification: dict[str, Any] | None,
+    dag_id: str | None, run_id: str | None,
 ) -> dict[str, Any]:
     doc = manifest.build_manifest(
         target=dump["target"], tier=dump["tier"], dump=dump, upload=upload, bucket=cfg.bucket,
-        prefix=cfg.prefix, dag_id=dag_id, run_id=run_id,
+        prefix=cfg.prefix, dag_id=dag_id, run_id=run_id, verification=verification,
     )
     text = manifest.dumps(doc)
     local = dump["path"] + ".json"
@@ -110,8 +111,8 @@ def catalog_row(
     dag_id: str | None,
     run_id: str | None,
 ) -> dict[str, Any]:
-    """One backup_logs row: SUCCESS only when the manifest (the last proof) was written."""
-    ok = doc is not None and error is None
+    """One backup_logs row: SUCCESS only when the manifest was written and the restore test passed."""
+    ok = doc is not None and bool(doc.get("verified")) and error is None
     return {
         "backup_date": (dump or {}).get("snapshot_time") or moment.isoformat(),
         "backup_type": tier or "daily",
@@ -128,6 +129,7 @@ def catalog_row(
         "s3_key": (upload or {}).get("key"),
         "s3_uploaded": upload is not None,
         "verified": bool(doc and doc.get("verified")),
+        "verified_at": (doc or {}).get("verification", {}).get("checked_at") if doc and doc.get("verified") else None,
         "dag_id": dag_id,
         "run_id": run_id,
     }
@@ -142,10 +144,13 @@ def success_text(doc: dict[str, Any]) -> str:
     size_mb = doc["size"] / 1e6
     dur = doc["duration_seconds"]
     rate = size_mb / dur if dur else 0.0
+    v = doc.get("verification") or {}
     return (
         f":white_check_mark: Database backup SUCCESS: {doc['target']} ({doc['type']})\n"
         f"s3://{doc['s3']['bucket']}/{doc['s3']['key']}\n"
         f"size {size_mb:,.1f} MB, dump {dur:.1f} s ({rate:,.1f} MB/s), "
         f"{sum(doc['table_counts'].values()):,} rows in {len(doc['table_counts'])} tables\n"
+        f"verified: restored in {v.get('restore_seconds', 0):.1f} s, {v.get('tables_found', 0)} tables and "
+        f"{v.get('rows_checked', 0):,} rows match the dump snapshot, amcheck {v.get('amcheck', 'n/a')}\n"
         f"sha256 {doc['checksum']}"
     )

@@ -11,7 +11,7 @@ from pg_dataops import sqlfiles
 COLUMNS = (
     "backup_date", "backup_type", "target", "database_name", "file_name", "file_size_bytes",
     "checksum_sha256", "duration_seconds", "status", "error_message", "failed_step",
-    "s3_bucket", "s3_key", "s3_uploaded", "verified", "dag_id", "run_id",
+    "s3_bucket", "s3_key", "s3_uploaded", "verified", "verified_at", "dag_id", "run_id",
 )
 
 

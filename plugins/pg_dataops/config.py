@@ -49,6 +49,8 @@ class Retention:
     daily_days: int = 30
     weekly_weeks: int = 12
     monthly_months: int = 12
+    max_delete_fraction: float = 0.5  # refuse a run that would delete more than this share at once
+    max_future_skew_minutes: int = 60  # refuse when a backup claims to be from the future
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,15 @@ class Config:
     retries: int
     retry_delay_seconds: int
     owner: str
+    verify_conn_id: str | None
+    restore_jobs: int
+    rto_objective_hours: float
+    drill_schedule: str
+    monitor_schedule: str
+    report_schedule: str
+    monitor_max_backup_age_hours: int
+    monitor_size_deviation_pct: int
+    monitor_min_free_gb: int
     retention: Retention
     targets: tuple[Target, ...]
     source: str = field(default="", compare=False)
@@ -80,6 +91,14 @@ class Config:
     @property
     def target_names(self) -> list[str]:
         return [t.name for t in self.targets]
+
+    @property
+    def rto_objective_seconds(self) -> float:
+        return self.rto_objective_hours * 3600.0
+
+    def verify_conn_for(self, target: Target) -> str:
+        """Where restore tests run: verify_conn_id, or the target's own server (the runbook's way)."""
+        return self.verify_conn_id or target.conn_id
 
     def target(self, name: str) -> Target:
         for t in self.targets:
@@ -110,6 +129,15 @@ _SCALARS: dict[str, tuple[type, bool]] = {
     "retries": (int, True),
     "retry_delay_seconds": (int, True),
     "owner": (str, True),
+    "verify_conn_id": (str, False),
+    "restore_jobs": (int, True),
+    "rto_objective_hours": (int, True),
+    "drill_schedule": (str, True),
+    "monitor_schedule": (str, True),
+    "report_schedule": (str, True),
+    "monitor_max_backup_age_hours": (int, True),
+    "monitor_size_deviation_pct": (int, True),
+    "monitor_min_free_gb": (int, True),
 }
 
 
@@ -178,8 +206,14 @@ def _validate_scalars(v: dict[str, Any]) -> None:
         raise ConfigError(f"timezone: unknown time zone {v['timezone']!r}") from None
     from croniter import croniter  # an Airflow dependency; validates the same cron syntax Airflow uses
 
-    if not croniter.is_valid(v["schedule"]):
-        raise ConfigError(f"schedule: not a valid cron expression: {v['schedule']!r}")
+    for name in ("schedule", "drill_schedule", "monitor_schedule", "report_schedule"):
+        if not croniter.is_valid(v[name]):
+            raise ConfigError(f"{name}: not a valid cron expression: {v[name]!r}")
+    for name, low, high in (("restore_jobs", 1, 64), ("rto_objective_hours", 1, 168),
+                            ("monitor_max_backup_age_hours", 1, 24 * 31), ("monitor_size_deviation_pct", 1, 1000),
+                            ("monitor_min_free_gb", 0, 1_000_000)):
+        if not low <= v[name] <= high:
+            raise ConfigError(f"{name}: {v[name]} is outside {low}..{high}")
     if not _BUCKET_RE.match(v["bucket"]):
         raise ConfigError(f"bucket: {v['bucket']!r} is not a valid S3 bucket name")
     if v["prefix"].startswith("/") or v["prefix"].endswith("/") or not v["prefix"]:
@@ -212,12 +246,17 @@ def _validate_scalars(v: dict[str, Any]) -> None:
 def _parse_retention(raw: Any) -> Retention:
     if not isinstance(raw, dict):
         raise ConfigError("retention: must be a mapping of daily_days, weekly_weeks, monthly_months")
-    allowed = {"daily_days", "weekly_weeks", "monthly_months"}
+    allowed = {"daily_days", "weekly_weeks", "monthly_months", "max_delete_fraction", "max_future_skew_minutes"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"retention.{unknown[0]}: unknown setting (known: {', '.join(sorted(allowed))})")
-    out = {}
-    for name in allowed:
+    out: dict[str, Any] = {}
+    if "max_delete_fraction" in raw:
+        frac = raw["max_delete_fraction"]
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
+            raise ConfigError(f"retention.max_delete_fraction: must be a number in (0, 1], got {frac!r}")
+        out["max_delete_fraction"] = float(frac)
+    for name in sorted(allowed - {"max_delete_fraction"}):
         if name in raw:
             value = _coerce(f"retention.{name}", raw[name], int, "config")
             if value < 1:

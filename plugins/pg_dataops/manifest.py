@@ -13,7 +13,7 @@ REQUIRED = ("timestamp", "type", "file", "size", "checksum", "db_version")
 
 
 def build_manifest(*, target: str, tier: str, dump: dict, upload: dict, bucket: str, prefix: str,
-                   dag_id: str | None, run_id: str | None) -> dict[str, Any]:
+                   dag_id: str | None, run_id: str | None, verification: dict | None = None) -> dict[str, Any]:
     return {
         "timestamp": dump["snapshot_time"],  # UTC ISO-8601 of the snapshot the dump holds
         "type": tier,
@@ -46,7 +46,9 @@ def build_manifest(*, target: str, tier: str, dump: dict, upload: dict, bucket: 
         },
         "prefix": prefix,
         "airflow": {"dag_id": dag_id, "run_id": run_id},
-        "verified": False,  # set by the verification step (restore test)
+        # The restore test's verdict and what it checked (pg_backup's verify step).
+        "verified": bool(verification and verification.get("verified")),
+        "verification": verification,
     }
 
 

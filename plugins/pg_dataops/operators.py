@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, BaseOperator, TriggerRule
-from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
 
-from pg_dataops import backup, tiers
+from pg_dataops import backup, tiers, verify
 from pg_dataops.config import Config, ConfigError, load_config
 from pg_dataops.errors import (
     AuthenticationFailed,
@@ -28,13 +28,14 @@ from pg_dataops.errors import (
     ObjectExists,
 )
 from pg_dataops.pgtools import PgConn
+from pg_dataops.verify import VerificationFailed
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 # Retrying these cannot help; fail fast and alert.
 PERMANENT = (ConfigError, ConnectionMissing, AuthenticationFailed, ClientVersionError, BucketMissing, DiskFull,
-             ObjectExists, IntegrityError)
+             ObjectExists, IntegrityError, VerificationFailed)
 
 
 def run_moment(context) -> dt.datetime:
@@ -91,13 +92,19 @@ class BackupStepOperator(BaseOperator):
     def run_step(self, cfg: Config, context: Context) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def pull(self, context: Context, step: str, key: str = "return_value") -> Any:
+        """XCom of a sibling step in this mapped group (same map index), or None if it never pushed."""
+        ti = context["ti"]
+        prefix = f"{self.task_group.group_id}." if self.task_group and self.task_group.group_id else ""
+        return ti.xcom_pull(task_ids=prefix + step, key=key, map_indexes=ti.map_index)
+
     @property
     def backup_target(self) -> str | None:
         """The target this task works on, for alerts (rendered fields only exist at run time)."""
         target = getattr(self, "target", None)
         if isinstance(target, str):
             return target
-        for name in ("dump", "manifest"):
+        for name in ("dump", "manifest", "scratch"):
             value = getattr(self, name, None)
             if isinstance(value, dict) and isinstance(value.get("target"), str):
                 return value["target"]
@@ -154,18 +161,93 @@ class UploadBackupOperator(BackupStepOperator):
 
 
 class WriteManifestOperator(BackupStepOperator):
-    """Writes the self-describing .json manifest locally and beside the dump in S3."""
+    """Writes the self-describing .json manifest locally and beside the dump in S3.
 
-    template_fields: Sequence[str] = ("dump", "upload")
+    Runs once the upload is done whatever the verification said (trigger rule ALL_DONE), so every
+    object in S3 is described, with ``verified`` false and the reason when the check failed.
+    """
 
-    def __init__(self, *, dump: Any, upload: Any, **kwargs):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
+        super().__init__(**kwargs)
+
+    def run_step(self, cfg: Config, context: Context) -> dict:
+        dump, upload = self.pull(context, "dump"), self.pull(context, "upload")
+        if not isinstance(dump, dict) or not isinstance(upload, dict):
+            raise AirflowSkipException("nothing was uploaded: no manifest to write")
+        self.dump = dump  # for alerts
+        verification = self.pull(context, "verify", key="verification") or {
+            "verified": False, "error": self.pull(context, "verify", key="error") or "verification did not run"}
+        ti = context["ti"]
+        return backup.manifest_step(s3_client(cfg.s3_conn_id), cfg, dump, upload, verification, ti.dag_id, ti.run_id)
+
+
+class CreateScratchDatabaseOperator(BackupStepOperator):
+    """Setup: an empty, uniquely named database for a restore test on the restore-test server."""
+
+    template_fields: Sequence[str] = ("target", "kind")
+
+    def __init__(self, *, target: Any, kind: str = "verify", **kwargs):
+        super().__init__(**kwargs)
+        self.target = target
+        self.kind = kind
+
+    def run_step(self, cfg: Config, context: Context) -> dict:
+        name = self.target["target"] if isinstance(self.target, dict) else self.target
+        target = cfg.target(name)
+        conn_id = cfg.verify_conn_for(target)
+        db = verify.temp_database_name(self.kind, target.name)
+        verify.create_database(pg_conn(conn_id, None, "restore-test server"), db)
+        self.log.info("created scratch database %s on %s", db, conn_id)
+        return {"conn_id": conn_id, "database": db, "target": target.name}
+
+
+class DropScratchDatabaseOperator(BackupStepOperator):
+    """Teardown: drops the scratch database, also when the restore or the checks failed."""
+
+    template_fields: Sequence[str] = ("scratch",)
+
+    def __init__(self, *, scratch: Any, **kwargs):
+        super().__init__(**kwargs)
+        self.scratch = scratch
+
+    def run_step(self, cfg: Config, context: Context) -> dict:
+        verify.drop_database(pg_conn(self.scratch["conn_id"], None, "restore-test server"), self.scratch["database"])
+        self.log.info("dropped scratch database %s", self.scratch["database"])
+        return {"dropped": self.scratch["database"]}
+
+
+class VerifyBackupOperator(BackupStepOperator):
+    """Restores the backup just made into the scratch database and checks it against its snapshot."""
+
+    template_fields: Sequence[str] = ("dump", "scratch")
+
+    def __init__(self, *, dump: Any, scratch: Any, **kwargs):
         super().__init__(**kwargs)
         self.dump = dump
-        self.upload = upload
+        self.scratch = scratch
 
     def run_step(self, cfg: Config, context: Context) -> dict:
         ti = context["ti"]
-        return backup.manifest_step(s3_client(cfg.s3_conn_id), cfg, self.dump, self.upload, ti.dag_id, ti.run_id)
+        try:
+            result = verify.verify_backup(
+                pg_conn(self.scratch["conn_id"], None, "restore-test server"), self.scratch["database"],
+                self.dump["path"], fmt=self.dump["format"], expected_counts=self.dump["table_counts"],
+                backup_server_version_num=self.dump["server_version_num"], jobs=cfg.restore_jobs,
+                pg_bin_root=cfg.pg_bin_root,
+            ).to_dict()
+        except BackupError as exc:
+            ti.xcom_push(key="verification", value={"verified": False, "error": str(exc)})
+            raise
+        ti.xcom_push(key="verification", value=result)
+        if not result["verified"]:
+            raise VerificationFailed(
+                f"{self.dump['file']} failed verification: " + "; ".join(result["mismatches"][:5])
+                + (f" (+{len(result['mismatches']) - 5} more)" if len(result["mismatches"]) > 5 else "")
+            )
+        self.log.info("verified %s: %s tables, %s rows, amcheck %s, restore %.1f s", self.dump["file"],
+                      result["tables_found"], result["rows_checked"], result["amcheck"], result["restore_seconds"])
+        return result
 
 
 class RecordBackupOperator(BackupStepOperator):
@@ -236,16 +318,14 @@ def _connect_catalog(cfg: Config):
 class NotifyBackupOperator(BackupStepOperator):
     """Posts the success summary to Slack (failures are posted by the failure callbacks)."""
 
-    template_fields: Sequence[str] = ("manifest",)
-
-    def __init__(self, *, manifest: Any, **kwargs):
-        super().__init__(**kwargs)
-        self.manifest = manifest
-
     def run_step(self, cfg: Config, context: Context) -> dict:
         from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
-        text = backup.success_text(self.manifest)
+        doc = self.pull(context, "manifest")
+        if not isinstance(doc, dict) or not doc.get("verified"):
+            raise AirflowSkipException("the backup is not verified: its failure was alerted, no success to post")
+        self.manifest = doc
+        text = backup.success_text(doc)
         airflow_connection(cfg.slack_conn_id, "Slack notifications")
         SlackWebhookNotifier(
             slack_webhook_conn_id=cfg.slack_conn_id,

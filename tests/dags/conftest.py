@@ -34,7 +34,7 @@ class BackupRun:
 def run_pg_backup(airflow_home, cluster, s3, receiver, tmp_path):
     """Call with overrides: conns={conn_id: json or None (= undefined)}, env={...}, logical_date=..."""
     # Each DAG-run test starts with no backup_logs, so it sees exactly the rows its run wrote.
-    cluster.psql("-c", "DROP TABLE IF EXISTS backup_logs", dbname="catalog")
+    cluster.psql("-c", "DROP TABLE IF EXISTS backup_logs CASCADE", dbname="catalog")
 
     def run(*, bucket: str, conns: dict | None = None, env: dict | None = None,
             logical_date: str = "2026-11-25T02:00:00+09:00", conf: dict | None = None,

@@ -42,7 +42,11 @@ def test_pg_backup_shape(dagbag):
     assert dag.timetable.expression == "0 2 * * *"
     assert dag.catchup is False
     ids = [t.task_id for t in dag.topological_sort()]
-    assert ids == [f"back_up_target.{n}" for n in ("dump", "checksum", "upload", "manifest", "record", "notify")]
+    assert ids == [f"back_up_target.{n}" for n in (
+        "dump", "checksum", "upload", "create_verify_db", "verify", "drop_verify_db", "manifest", "record", "notify")]
+    assert dag.get_task("back_up_target.drop_verify_db").is_teardown
+    assert dag.get_task("back_up_target.create_verify_db").is_setup
+    assert dag.get_task("back_up_target.manifest").trigger_rule == "all_done"
     dump = dag.get_task("back_up_target.dump")
     assert dump.retries == 2 and dump.retry_exponential_backoff
     assert dag.get_task("back_up_target.record").trigger_rule == "all_done"

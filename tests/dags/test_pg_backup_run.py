@@ -67,7 +67,14 @@ def test_backup_uploads_proves_records_and_restores_row_for_row(run_pg_backup, c
     assert doc["format"] == "custom" and doc["compression"] == {"method": "gzip", "level": 1}
     assert doc["db_version"].startswith("PostgreSQL 15") and doc["pg_dump_version"].startswith("pg_dump (PostgreSQL) 15")
     assert doc["database"] == "glimpse" and doc["target"] == "glimpse"
-    assert doc["timestamp"].endswith("Z") and doc["verified"] is False
+    assert doc["timestamp"].endswith("Z") and doc["verified"] is True
+    v = doc["verification"]
+    assert v["tables_found"] == v["tables_expected"] == len(doc["table_counts"]) and v["mismatches"] == []
+    assert v["rows_checked"] == sum(doc["table_counts"].values()) and v["users"] == doc["table_counts"]["public.users"]
+    assert v["amcheck"].endswith("btree indexes") and v["database"].startswith("pgdataops_verify_glimpse_")
+    assert v["database"] not in {r[0] for r in psycopg.connect(
+        host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password, dbname="postgres",
+        autocommit=True).execute("SELECT datname FROM pg_database")}  # the teardown dropped it
     sidecar = c.get_object(Bucket=bucket, Key=f"database/daily/{base}.dump.sha256")["Body"].read().decode()
     assert sidecar == f"{doc['checksum']}  {base}.dump\n"
     assert "password" not in json.dumps(doc).lower() and cluster.password not in json.dumps(doc)
@@ -87,12 +94,13 @@ def test_backup_uploads_proves_records_and_restores_row_for_row(run_pg_backup, c
 
     # Catalog row and the Slack success message.
     rows = catalog_rows(cluster)
-    assert [(r["status"], r["backup_type"], r["s3_key"], r["checksum_sha256"], r["s3_uploaded"]) for r in rows] == [
-        ("SUCCESS", "daily", f"database/daily/{base}.dump", doc["checksum"], True)
-    ]
+    assert [(r["status"], r["backup_type"], r["s3_key"], r["checksum_sha256"], r["s3_uploaded"], r["verified"])
+            for r in rows] == [("SUCCESS", "daily", f"database/daily/{base}.dump", doc["checksum"], True, True)]
+    assert rows[0]["verified_at"] is not None
     slack = json_posts(receiver, "/slack")
     assert len(slack) == 1 and slack[0]["text"].startswith(":white_check_mark: Database backup SUCCESS: glimpse (daily)")
     assert f"s3://{bucket}/database/daily/{base}.dump" in slack[0]["text"]
+    assert "verified: restored in" in slack[0]["text"] and "rows match the dump snapshot" in slack[0]["text"]
     assert receiver.posts("/pagerduty") == []
 
 

@@ -9,7 +9,8 @@ def row(status="SUCCESS", run_id="r1", **kw):
         target="glimpse", tier="daily", moment=dt.datetime(2026, 11, 25, 2, tzinfo=dt.UTC),
         dump={"snapshot_time": "2026-11-24T17:00:01Z", "database": "glimpse", "file": "f.dump", "size": 3 * 1048576,
               "sha256": "a" * 64, "duration_seconds": 1.5},
-        upload={"key": "database/daily/f.dump"}, doc={"verified": False} if status == "SUCCESS" else None,
+        upload={"key": "database/daily/f.dump"},
+        doc={"verified": True, "verification": {"checked_at": "2026-11-24T17:01:00Z"}} if status == "SUCCESS" else None,
         error=None if status == "SUCCESS" else "dump: boom", failed_step=None if status == "SUCCESS" else "dump",
         bucket="b", dag_id="pg_backup", run_id=run_id,
     )

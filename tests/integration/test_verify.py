@@ -4,7 +4,6 @@ import os
 
 import psycopg
 import pytest
-
 from pg_dataops import verify
 from pg_dataops.dump import run_dump
 from pg_dataops.errors import ClientVersionError

@@ -1,0 +1,15 @@
+-- Every attempt (SUCCESS and FAILED) in (since, now], oldest first.
+SELECT target,
+       backup_type,
+       backup_date,
+       status,
+       file_name,
+       file_size_bytes,
+       duration_seconds,
+       s3_uploaded,
+       verified,
+       failed_step,
+       error_message
+FROM backup_logs
+WHERE backup_date > %(since)s AND backup_date <= %(now)s
+ORDER BY backup_date, target, id;

@@ -1,0 +1,564 @@
+"""Grandfather-father-son retention of backups in S3 and in the local tree. Airflow-free.
+
+A backup is three parts (the dump, its ``.sha256`` and its ``.json`` manifest) that are kept or
+deleted together. Age comes from the backup's own timestamp: the manifest's ``timestamp``, else the
+time in the file name (local time in the config time zone); never S3's LastModified or a file's
+mtime, which a copy, a restore or a re-upload resets.
+
+:func:`plan_retention` is pure: it decides and gives a reason for every backup, and refuses
+(:class:`RetentionRefused`, nothing deleted) when the listing looks wrong. ``list_*`` build its input
+and ``apply_*`` carry a plan out. Anything it cannot read with certainty is kept and reported.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import json
+import logging
+import os
+import posixpath
+import re
+import zoneinfo
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pg_dataops.config import Retention
+from pg_dataops.errors import BackupError
+from pg_dataops.storage import describe_error
+from pg_dataops.tiers import TIERS
+
+log = logging.getLogger(__name__)
+
+KEEP = "keep"
+DELETE = "delete"
+PARTS = ("data", "checksum", "manifest")  # also the order of deletion: the manifest goes last
+_SUFFIX = {"checksum": ".sha256", "manifest": ".json"}
+# {target}_{tier}_{YYYYmmdd_HHMMSS}{ext}; the tier and the stamp anchor a target that contains '_'.
+_NAME_RE = re.compile(
+    r"^(?P<target>[a-z][a-z0-9_]*)_(?P<tier>daily|weekly|monthly)_(?P<stamp>\d{8}_\d{6})"
+    r"(?P<ext>\.dump|\.tar|\.sql\.gz|\.sql)$"
+)
+_MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a real manifest is a few kB; anything bigger is not one
+
+
+class RetentionError(BackupError):
+    """Retention could not list or delete backups; the message says where and why."""
+
+
+class RetentionRefused(RetentionError):
+    """The listing looks wrong, so nothing is deleted. ``plan`` is set when a plan was made."""
+
+    def __init__(self, message: str, plan: RetentionPlan | None = None):
+        super().__init__(message)
+        self.plan = plan
+
+
+class RetentionDeleteFailed(RetentionError):
+    """A delete failed part-way; ``result`` holds exactly what was deleted before it."""
+
+    def __init__(self, message: str, result: ApplyResult):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class BackupItem:
+    """One backup as listed: its identity, its own timestamp and where its parts are."""
+
+    target: str
+    tier: str
+    file: str  # the dump's file name, e.g. glimpse_daily_20261125_020000.dump
+    timestamp: dt.datetime | None  # aware UTC; None only if nothing gave a time
+    timestamp_source: str  # "manifest", or "file name" with why the manifest gave none
+    verified: bool  # the manifest says a restore test passed
+    data: str | None  # S3 key or local path of the dump; None if missing
+    checksum: str | None  # ... of the .sha256
+    manifest: str | None  # ... of the .json
+    location: str = ""  # s3://bucket/prefix or local_root, for messages
+    display: str = ""  # relative to location: daily/glimpse_daily_... or daily/2026/11/glimpse_daily_...
+    problem: str | None = None  # why it must be kept and looked at (unreadable or inconsistent manifest)
+
+    @property
+    def missing(self) -> list[str]:
+        """Absent parts: ['.json'] for a dump whose manifest was never written, ['dump'] for lone sidecars."""
+        names = {"data": "dump", **_SUFFIX}
+        return [names[p] for p in PARTS if getattr(self, p) is None]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    @property
+    def paths(self) -> list[str]:
+        """Present parts in deletion order (dump, .sha256, .json)."""
+        return [p for p in (self.data, self.checksum, self.manifest) if p is not None]
+
+
+@dataclass(frozen=True)
+class Decision:
+    item: BackupItem
+    action: str  # KEEP or DELETE
+    reason: str
+    attention: bool = False  # kept because it could not be judged: an operator should look
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    now: dt.datetime  # in the calendar's time zone
+    policy: Retention
+    cutoffs: dict[str, dt.datetime]  # tier -> backups at or before it are out of their window
+    decisions: tuple[Decision, ...]
+    source: str = ""
+
+    @property
+    def keep(self) -> list[Decision]:
+        return [d for d in self.decisions if d.action == KEEP]
+
+    @property
+    def delete(self) -> list[Decision]:
+        return [d for d in self.decisions if d.action == DELETE]
+
+    @property
+    def attention(self) -> list[Decision]:
+        return [d for d in self.decisions if d.attention]
+
+
+@dataclass
+class ApplyResult:
+    dry_run: bool
+    deleted: dict[str, list[str]] = field(default_factory=dict)  # item.display -> keys/paths removed
+    would_delete: dict[str, list[str]] = field(default_factory=dict)  # dry run: what a real run removes
+    already_gone: list[str] = field(default_factory=list)  # local parts that vanished before we got there
+    removed_dirs: list[str] = field(default_factory=list)
+    error: str | None = None  # why it stopped, when it did
+
+    @property
+    def deleted_paths(self) -> list[str]:
+        return [p for parts in self.deleted.values() for p in parts]
+
+    def to_dict(self) -> dict:
+        """JSON-safe, for XCom."""
+        return asdict(self)
+
+
+# --- names and manifests --------------------------------------------------------------------------
+
+
+def parse_name(file: str, timezone: str) -> tuple[str, str, dt.datetime] | None:
+    """(target, tier, timestamp in UTC) from a dump's file name, or None if it is not one of ours."""
+    m = _NAME_RE.match(file)
+    if not m:
+        return None
+    try:
+        local = dt.datetime.strptime(m["stamp"], "%Y%m%d_%H%M%S")
+    except ValueError:
+        return None
+    moment = local.replace(tzinfo=zoneinfo.ZoneInfo(timezone)).astimezone(dt.UTC)
+    return m["target"], m["tier"], moment
+
+
+def _split_part(name: str) -> tuple[str, str]:
+    """('checksum', 'x.dump') for 'x.dump.sha256'; ('data', name) for anything without a sidecar suffix."""
+    for part, suffix in _SUFFIX.items():
+        if name.endswith(suffix):
+            return part, name[: -len(suffix)]
+    return "data", name
+
+
+def _parse_timestamp(value) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # A zoneless time would be a guess between UTC and local time.
+    return moment.astimezone(dt.UTC) if moment.tzinfo is not None else None
+
+
+def _build_item(
+    *, tier: str, base: str, parts: dict[str, str], manifest_text: bytes | None, manifest_error: str | None,
+    timezone: str, location: str, strip: str,
+) -> BackupItem:
+    target, name_tier, name_time = parse_name(base, timezone)  # callers only group names that parse
+    problems = []
+    if name_tier != tier:
+        problems.append(f"its name says {name_tier} but it is under {tier}/")
+    timestamp, source, verified = name_time, "file name", False
+    if "manifest" in parts:
+        doc = None
+        if manifest_error:
+            problems.append(f"manifest unreadable: {manifest_error}")
+        else:
+            try:
+                # strict=False: the runbook's hand-built manifests carry psql's raw newline in db_version.
+                doc = json.loads(manifest_text, strict=False)
+            except (ValueError, UnicodeDecodeError) as exc:
+                problems.append(f"manifest is not valid JSON ({exc})")
+            else:
+                if not isinstance(doc, dict):
+                    problems.append("manifest is not a JSON object")
+                    doc = None
+        if doc is not None:
+            for key, expected in (("file", base), ("type", tier), ("target", target)):
+                if key in doc and doc[key] != expected:
+                    problems.append(f"manifest says {key} {doc[key]!r}, not {expected!r}")
+            from_manifest = _parse_timestamp(doc.get("timestamp"))
+            if from_manifest is not None:
+                timestamp, source = from_manifest, "manifest"
+            elif "timestamp" in doc:
+                source = f"file name (manifest timestamp {doc['timestamp']!r} is not ISO-8601 with a zone)"
+            else:
+                source = "file name (manifest has no timestamp)"
+            verified = doc.get("verified") is True
+    return BackupItem(
+        target=target, tier=tier, file=base, timestamp=timestamp, timestamp_source=source, verified=verified,
+        data=parts.get("data"), checksum=parts.get("checksum"), manifest=parts.get("manifest"),
+        location=location, display=posixpath.dirname(next(iter(parts.values())))[len(strip):] + "/" + base,
+        problem="; ".join(problems) or None,
+    )
+
+
+# --- the planner ----------------------------------------------------------------------------------
+
+
+def months_before(moment: dt.datetime, months: int) -> dt.datetime:
+    """The same wall-clock time ``months`` calendar months earlier; the 31st becomes the month's last day."""
+    index = moment.year * 12 + moment.month - 1 - months
+    year, month = divmod(index, 12)
+    month += 1
+    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
+
+
+def cutoffs_for(now: dt.datetime, policy: Retention) -> dict[str, dt.datetime]:
+    """Per tier, the moment a backup must be after to be in its window.
+
+    Wall-clock arithmetic in ``now``'s zone, so a 02:00 backup stays a 02:00 backup across DST.
+    """
+    return {
+        "daily": now - dt.timedelta(days=policy.daily_days),
+        "weekly": now - dt.timedelta(weeks=policy.weekly_weeks),
+        "monthly": months_before(now, policy.monthly_months),
+    }
+
+
+_WINDOW = {"daily": ("daily_days", "days"), "weekly": ("weekly_weeks", "weeks"), "monthly": ("monthly_months", "months")}
+
+
+def _window(policy: Retention, tier: str) -> str:
+    attr, unit = _WINDOW[tier]
+    return f"{getattr(policy, attr)} {unit}"
+
+
+def _local(moment: dt.datetime, tz: dt.tzinfo) -> str:
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def plan_retention(
+    backups: list[BackupItem],
+    now: dt.datetime,
+    policy: Retention,
+    *,
+    max_delete_fraction: float,
+    max_future_skew: dt.timedelta,
+    timezone: str | None = None,
+    source: str = "",
+) -> RetentionPlan:
+    """Decide, with a reason, which backups to keep and which to delete.
+
+    ``timezone`` is the calendar of the windows (the config's; default: ``now``'s own zone).
+    Raises RetentionRefused, deleting nothing, when the listing is empty, a backup is dated more
+    than ``max_future_skew`` after ``now``, or more than ``max_delete_fraction`` would go at once.
+    """
+    if now.tzinfo is None:
+        raise ValueError("plan_retention needs a timezone-aware now")
+    if not 0.0 <= max_delete_fraction <= 1.0:
+        raise ValueError(f"max_delete_fraction: {max_delete_fraction} is outside 0..1")
+    if max_future_skew < dt.timedelta(0):
+        raise ValueError(f"max_future_skew: {max_future_skew} is negative")
+    tz = zoneinfo.ZoneInfo(timezone) if timezone else now.tzinfo
+    now = now.astimezone(tz)
+    where = source or (backups[0].location if backups else "the listing")
+
+    if not backups:
+        raise RetentionRefused(
+            f"retention refused: no backups found in {where}; an empty listing means a wrong bucket, prefix "
+            "or local_root, or a listing that failed, not that there is nothing to keep"
+        )
+    latest_ok = now + max_future_skew
+    future = sorted((b for b in backups if b.timestamp and b.timestamp > latest_ok), key=lambda b: b.timestamp)
+    if future:
+        worst = future[-1]
+        raise RetentionRefused(
+            f"retention refused: {len(future)} backup(s) in {where} are dated more than {max_future_skew} after "
+            f"now ({_local(now, tz)}), e.g. {worst.display} at {_local(worst.timestamp, tz)} "
+            f"(from its {worst.timestamp_source}); this clock, the backup host's clock or the time zone is wrong"
+        )
+
+    cutoffs = cutoffs_for(now, policy)
+    # Protection is chosen among backups we can judge; an orphan or unreadable one is kept anyway.
+    judgeable = [b for b in backups if b.complete and b.problem is None and b.timestamp and b.tier in TIERS]
+    by_group: dict[tuple[str, str], list[BackupItem]] = defaultdict(list)
+    for b in judgeable:
+        by_group[(b.target, b.tier)].append(b)
+    protected: dict[int, str] = {}
+    for (target, tier), group in by_group.items():
+        verified = [b for b in group if b.verified]
+        if verified:
+            newest = max(verified, key=lambda b: (b.timestamp, b.file))
+            protected[id(newest)] = f"the newest verified {tier} backup of {target}"
+        else:
+            newest = max(group, key=lambda b: (b.timestamp, b.file))
+            protected[id(newest)] = f"the newest {tier} backup of {target} (none is verified)"
+
+    decisions = []
+    for b in sorted(backups, key=lambda b: (b.target, b.tier, b.timestamp or now, b.file)):
+        decisions.append(_decide(b, cutoffs, policy, now, tz, protected.get(id(b))))
+
+    plan = RetentionPlan(now=now, policy=policy, cutoffs=cutoffs, decisions=tuple(decisions), source=where)
+    n_delete, total = len(plan.delete), len(backups)
+    if n_delete > max_delete_fraction * total:
+        raise RetentionRefused(
+            f"retention refused: the plan would delete {n_delete} of {total} backups in {where} "
+            f"({n_delete / total:.0%}), more than max_delete_fraction {max_delete_fraction:.0%} at once. "
+            "If this is the first cleanup of a long history, check the dry-run report and run once with a higher "
+            "retention.max_delete_fraction; otherwise the listing or the timestamps are wrong",
+            plan=plan,
+        )
+    return plan
+
+
+def _decide(b: BackupItem, cutoffs, policy: Retention, now, tz, protection: str | None) -> Decision:
+    if not b.complete:
+        return Decision(b, KEEP, f"orphan: missing {', '.join(b.missing)}; kept, check it", attention=True)
+    if b.problem:
+        return Decision(b, KEEP, f"{b.problem}; kept, check it", attention=True)
+    if b.tier not in TIERS or b.timestamp is None:
+        return Decision(b, KEEP, "no tier or timestamp to judge it by; kept, check it", attention=True)
+    age_days = (now - b.timestamp).total_seconds() / 86400
+    when = f"{age_days:.1f} days old"
+    cutoff = cutoffs[b.tier]
+    window = _window(policy, b.tier)
+    if b.timestamp > cutoff:
+        return Decision(b, KEEP, f"{when}, within {window} (after {_local(cutoff, tz)})")
+    if protection:
+        return Decision(b, KEEP, f"{when}, older than {window} but {protection}")
+    return Decision(b, DELETE, f"{when}, older than {window} (not after {_local(cutoff, tz)})")
+
+
+# --- S3 -------------------------------------------------------------------------------------------
+
+
+def list_s3_backups(client, bucket: str, prefix: str, timezone: str, *, max_workers: int = 8) -> list[BackupItem]:
+    """Every backup under ``{prefix}/{tier}/``, grouped into its three parts, manifests read.
+
+    Only the three tier folders are listed, so anything else under the prefix is never touched.
+    """
+    location = f"s3://{bucket}/{prefix}"
+    groups: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    sizes: dict[str, int] = {}
+    for tier in TIERS:
+        tier_prefix = f"{prefix}/{tier}/"
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=tier_prefix):
+                for obj in page.get("Contents", []):
+                    rest = obj["Key"][len(tier_prefix):]
+                    part, base = _split_part(rest)
+                    if "/" in rest or parse_name(base, timezone) is None:
+                        log.warning("retention: ignoring s3://%s/%s (not a backup part)", bucket, obj["Key"])
+                        continue
+                    groups[(tier, base)][part] = obj["Key"]
+                    sizes[obj["Key"]] = obj.get("Size", 0)
+        except (ClientError, BotoCoreError) as exc:
+            raise RetentionError(f"cannot list s3://{bucket}/{tier_prefix}: {describe_error(exc)}") from None
+
+    def fetch(key: str) -> tuple[bytes | None, str | None]:
+        if sizes[key] > _MAX_MANIFEST_BYTES:
+            return None, f"{sizes[key]} bytes is too large for a manifest"
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read(), None
+        except (ClientError, BotoCoreError) as exc:
+            return None, f"cannot read s3://{bucket}/{key}: {describe_error(exc)}"
+
+    keys = [parts["manifest"] for parts in groups.values() if "manifest" in parts]
+    # Hundreds of small GETs; boto3 clients are thread-safe.
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        fetched = dict(zip(keys, pool.map(fetch, keys), strict=True))
+    items = []
+    for (tier, base), parts in sorted(groups.items()):
+        text, error = fetched.get(parts.get("manifest"), (None, None))
+        items.append(_build_item(tier=tier, base=base, parts=parts, manifest_text=text, manifest_error=error,
+                                 timezone=timezone, location=location, strip=prefix + "/"))
+    return items
+
+
+def apply_s3(client, bucket: str, plan: RetentionPlan, dry_run: bool) -> ApplyResult:
+    """Delete each planned backup's parts in one DeleteObjects request; stop at the first failure.
+
+    Raises RetentionDeleteFailed (with ``result``: what was deleted before) if S3 reports an error or
+    does not confirm a key. On a versioned bucket this leaves delete markers; old versions go by lifecycle.
+    """
+    result = ApplyResult(dry_run=dry_run)
+    for d in plan.delete:
+        keys = d.item.paths
+        if dry_run:
+            result.would_delete[d.item.display] = keys
+            continue
+        try:
+            resp = client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": False}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            result.error = f"deleting {d.item.display} from s3://{bucket} failed: {describe_error(exc)}"
+            raise RetentionDeleteFailed(result.error, result) from None
+        done = [o["Key"] for o in resp.get("Deleted", [])]
+        if done:
+            result.deleted[d.item.display] = [k for k in keys if k in done]
+        errors = resp.get("Errors", [])
+        unconfirmed = [k for k in keys if k not in done and all(e.get("Key") != k for e in errors)]
+        if errors or unconfirmed:
+            what = [f"{e.get('Key')}: {e.get('Code')} {e.get('Message', '')}".strip() for e in errors]
+            what += [f"{k}: not confirmed by S3" for k in unconfirmed]
+            result.error = (
+                f"deleting {d.item.display} from s3://{bucket} failed for {'; '.join(what)}; "
+                "its remaining parts will show up as an orphan next time"
+            )
+            raise RetentionDeleteFailed(result.error, result)
+    return result
+
+
+# --- local tree -----------------------------------------------------------------------------------
+
+
+def list_local_backups(local_root: str, timezone: str) -> list[BackupItem]:
+    """Every backup under ``{local_root}/{tier}/{YYYY}/{MM}/``, grouped into its three parts."""
+    root = local_root.rstrip("/") or "/"
+    groups: dict[tuple[str, str, str], dict[str, str]] = defaultdict(dict)
+    for tier in TIERS:
+        tier_dir = os.path.join(root, tier)
+        for year in _subdirs(tier_dir, r"\d{4}"):
+            for month in _subdirs(os.path.join(tier_dir, year), r"\d{2}"):
+                month_dir = os.path.join(tier_dir, year, month)
+                with os.scandir(month_dir) as entries:
+                    for entry in entries:
+                        part, base = _split_part(entry.name)
+                        # *.partial, *.tmp and the like are a dump or sidecar being written: not ours to judge.
+                        if not entry.is_file(follow_symlinks=False) or parse_name(base, timezone) is None:
+                            log.warning("retention: ignoring %s (not a backup part)", entry.path)
+                            continue
+                        groups[(tier, month_dir, base)][part] = entry.path
+    items = []
+    for (tier, _month_dir, base), parts in sorted(groups.items()):
+        text, error = None, None
+        if "manifest" in parts:
+            try:
+                if os.path.getsize(parts["manifest"]) > _MAX_MANIFEST_BYTES:
+                    error = "too large for a manifest"
+                else:
+                    with open(parts["manifest"], "rb") as f:
+                        text = f.read()
+            except OSError as exc:
+                error = f"cannot read {parts['manifest']}: {exc.strerror or exc}"
+        items.append(_build_item(tier=tier, base=base, parts=parts, manifest_text=text, manifest_error=error,
+                                 timezone=timezone, location=root, strip=root.rstrip("/") + "/"))
+    return items
+
+
+def _subdirs(path: str, pattern: str) -> list[str]:
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+    names = []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False) and re.fullmatch(pattern, entry.name):
+            names.append(entry.name)
+        else:
+            log.warning("retention: ignoring %s (not in the {tier}/{YYYY}/{MM} layout)", entry.path)
+    return sorted(names)
+
+
+def apply_local(plan: RetentionPlan, dry_run: bool) -> ApplyResult:
+    """Remove each planned backup's files, then the month and year directories left empty."""
+    result = ApplyResult(dry_run=dry_run)
+    touched: set[str] = set()
+    for d in plan.delete:
+        if dry_run:
+            result.would_delete[d.item.display] = d.item.paths
+            continue
+        removed = []
+        for path in d.item.paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                result.already_gone.append(path)
+                continue
+            except OSError as exc:
+                if removed:
+                    result.deleted[d.item.display] = removed
+                result.error = f"deleting {path} failed: {exc.strerror or exc}"
+                raise RetentionDeleteFailed(result.error, result) from None
+            removed.append(path)
+            touched.add(os.path.dirname(path))
+        if removed:
+            result.deleted[d.item.display] = removed
+    for month_dir in sorted(touched, reverse=True):
+        # Only {YYYY}/{MM} under a tier directory: the tier directories and local_root stay.
+        for directory in (month_dir, os.path.dirname(month_dir)):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break  # not empty (or already gone): leave it and its parent
+            result.removed_dirs.append(directory)
+    return result
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def format_report(plan: RetentionPlan, applied: ApplyResult | None = None) -> str:
+    """One summary line, the policy, then one line per backup: what happened to it and why."""
+    tz = plan.now.tzinfo
+    deleted = applied.deleted if applied else {}
+    if applied is None:
+        mode, verb = "plan only", "to delete"
+    elif applied.dry_run:
+        mode, verb = "DRY RUN, nothing deleted", "would delete"
+    else:
+        mode, verb = "applied", "deleted"
+    n_deleted = len(deleted) if applied and not applied.dry_run else len(plan.delete)
+    lines = [
+        f"Retention of {plan.source} at {_local(plan.now, tz)} ({mode}): {len(plan.decisions)} backups, "
+        f"keep {len(plan.keep)}, {verb} {n_deleted}"
+        + (f", {len(plan.attention)} need attention" if plan.attention else ""),
+        "policy: " + ", ".join(
+            f"{tier} {_window(plan.policy, tier)} (after {_local(plan.cutoffs[tier], tz)})" for tier in TIERS
+        ),
+    ]
+    if applied and applied.error:
+        lines.append(f"STOPPED: {applied.error}")
+    for d in plan.decisions:
+        b = d.item
+        if d.action == KEEP:
+            label = "KEEP!" if d.attention else "KEEP"
+        elif applied is None:
+            label = "DELETE"
+        elif applied.dry_run:
+            label = "WOULD DELETE"
+        elif b.display in deleted:
+            label = "DELETED" if len(deleted[b.display]) == len(b.paths) else "PARTLY DELETED"
+        else:
+            label = "NOT DELETED"
+        when = _local(b.timestamp, tz) if b.timestamp else "no timestamp"
+        origin = "" if b.timestamp_source == "manifest" else f", time from {b.timestamp_source}"
+        verified = ", verified" if b.verified else ""
+        lines.append(f"{label:<14} {b.target} {b.tier:<7} {when}  {b.display}  {d.reason}{origin}{verified}")
+    if applied and applied.already_gone:
+        lines.append("already gone before deletion: " + ", ".join(applied.already_gone))
+    if applied and applied.removed_dirs:
+        lines.append("removed empty directories: " + ", ".join(applied.removed_dirs))
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""GFS retention against moto's S3 server (real HTTP) and a local tree: 412 days of backups, applied.
+
+Every object is uploaded during the test, so S3's LastModified (and every file's mtime) says "now";
+only the manifests carry the backups' real dates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pg_dataops import retention
+from pg_dataops.config import Retention
+from pg_dataops.retention import RetentionRefused, plan_retention
+
+from tests.unit.test_retention import NOW, PREFIX, SEOUL_NAME, expected_survivors, history
+
+pytestmark = pytest.mark.integration
+
+POLICY = Retention(daily_days=30, weekly_weeks=12, monthly_months=12)
+SUFFIXES = ("", ".sha256", ".json")
+SKEW = dt.timedelta(minutes=60)
+
+
+def plan(items, fraction=1.0):
+    # 1.0: the first cleanup of a year's backlog deletes most of it (see the refusal test).
+    return plan_retention(items, NOW, POLICY, max_delete_fraction=fraction, max_future_skew=SKEW,
+                          timezone=SEOUL_NAME)
+
+
+def all_keys(client, bucket) -> set[str]:
+    keys = set()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys.update(o["Key"] for o in page.get("Contents", []))
+    return keys
+
+
+@pytest.fixture
+def s3_history(s3, bucket):
+    client = s3.client()
+    specs = history()
+    uploads = [(s.key + suffix, body) for s in specs for suffix, body in zip(SUFFIXES, s.parts().values(), strict=True)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda kb: client.put_object(Bucket=bucket, Key=kb[0], Body=kb[1]), uploads))
+    # Not backups: another folder under the prefix, and a stray file in a tier folder.
+    client.put_object(Bucket=bucket, Key=f"{PREFIX}/wal/000000010000000000000001", Body=b"wal")
+    client.put_object(Bucket=bucket, Key=f"{PREFIX}/daily/README.txt", Body=b"hands off")
+    return client, specs
+
+
+def test_s3_refusal_dry_run_and_apply_leave_exactly_the_survivors(s3_history, bucket):
+    # One history for all three: writing 1,238 objects to moto is most of this test's time.
+    client, specs = s3_history
+    before = all_keys(client, bucket)
+    assert len(before) == 412 * 3 + 2  # more than one listing page (1000 keys)
+
+    items = retention.list_s3_backups(client, bucket, PREFIX, SEOUL_NAME)
+    assert len(items) == 412 and all(i.complete and i.timestamp_source == "manifest" for i in items)
+    # Refusals delete nothing: the backlog is too large a share for the steady-state guard, and a wrong
+    # prefix lists nothing.
+    with pytest.raises(RetentionRefused, match="would delete 364 of 412"):
+        plan(items, fraction=0.5)
+    with pytest.raises(RetentionRefused, match="no backups found in s3://.*/elsewhere"):
+        plan_retention(retention.list_s3_backups(client, bucket, "elsewhere", SEOUL_NAME), NOW, POLICY,
+                       max_delete_fraction=0.5, max_future_skew=SKEW, source=f"s3://{bucket}/elsewhere")
+    assert all_keys(client, bucket) == before
+
+    p = plan(items)
+    survivors = expected_survivors(specs, NOW)
+    assert {d.item.file for d in p.keep} == survivors
+
+    dry = retention.apply_s3(client, bucket, p, dry_run=True)
+    assert all_keys(client, bucket) == before
+    assert dry.deleted == {} and len(dry.would_delete) == len(p.delete) == 412 - 48
+
+    applied = retention.apply_s3(client, bucket, p, dry_run=False)
+    after = all_keys(client, bucket)
+    kept_keys = {s.key + x for s in specs if s.file in survivors for x in SUFFIXES}
+    assert after == kept_keys | {f"{PREFIX}/wal/000000010000000000000001", f"{PREFIX}/daily/README.txt"}
+    # Each deleted backup lost its three parts together, and the result says exactly that.
+    gone = {s.key for s in specs if s.file not in survivors}
+    assert set(applied.deleted_paths) == before - after == {k + x for k in gone for x in SUFFIXES}
+    assert all(len(parts) == 3 for parts in applied.deleted.values())
+
+    report = retention.format_report(p, applied)
+    lines = report.splitlines()
+    assert lines[0].endswith("(applied): 412 backups, keep 48, deleted 364")
+    assert sum(line.startswith("DELETED ") for line in lines) == 364
+    assert sum(line.startswith("KEEP ") for line in lines) == 48
+
+    # A second run finds nothing more to delete, and the steady-state guard no longer objects.
+    again = plan_retention(retention.list_s3_backups(client, bucket, PREFIX, SEOUL_NAME), NOW, POLICY,
+                           max_delete_fraction=0.5, max_future_skew=SKEW, timezone=SEOUL_NAME)
+    assert again.delete == [] and len(again.keep) == 48
+
+
+def test_local_tree_dry_run_then_apply(tmp_path):
+    root = tmp_path / "postgres"
+    specs = history()
+    ancient = dt.datetime(2001, 1, 1).timestamp()
+    for s in specs:
+        path = root / s.local_rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for suffix, body in zip(SUFFIXES, s.parts().values(), strict=True):
+            part = path.with_name(path.name + suffix)
+            part.write_bytes(body)
+            os.utime(part, (ancient, ancient))  # mtimes are meaningless: survivors look 26 years old
+    snapshot = lambda: {str(p.relative_to(root)) for p in root.rglob("*")}  # noqa: E731
+    before = snapshot()
+
+    p = plan(retention.list_local_backups(str(root), SEOUL_NAME))
+    survivors = expected_survivors(specs, NOW)
+    assert {d.item.file for d in p.keep} == survivors
+
+    dry = retention.apply_local(p, dry_run=True)
+    assert snapshot() == before and dry.deleted == {} and dry.removed_dirs == []
+
+    applied = retention.apply_local(p, dry_run=False)
+    files = {x for x in snapshot() if (root / x).is_file()}
+    assert files == {s.local_rel + x for s in specs if s.file in survivors for x in SUFFIXES}
+    assert sorted(applied.deleted_paths) == sorted(
+        str(root / s.local_rel) + x for s in specs if s.file not in survivors for x in SUFFIXES)
+    # Month and year directories left empty are gone; the tier directories stay.
+    dirs = {x for x in snapshot() if (root / x).is_dir()}
+    assert dirs == {"daily", "weekly", "monthly", "daily/2026", "daily/2026/12", "daily/2027", "daily/2027/01",
+                    "weekly/2026", "weekly/2026/10", "weekly/2026/11", "weekly/2026/12", "weekly/2027",
+                    "weekly/2027/01", "monthly/2026", "monthly/2027", "monthly/2027/01"} | {
+                    f"monthly/2026/{m:02d}" for m in range(2, 13)}
+    assert str(root / "daily/2025/11") in applied.removed_dirs and str(root / "daily/2025") in applied.removed_dirs

@@ -1,0 +1,461 @@
+"""GFS retention: the planner on a 412-day synthetic history, its refusals, and the listing rules.
+
+The expected survivors are computed here from the policy's definition (dateutil for calendar months,
+not the module's own arithmetic) and spot-checked against dates worked out by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, replace
+from zoneinfo import ZoneInfo
+
+import boto3
+import pytest
+from dateutil.relativedelta import relativedelta
+from moto import mock_aws
+from pg_dataops import retention
+from pg_dataops.config import Retention
+from pg_dataops.retention import BackupItem, RetentionDeleteFailed, RetentionRefused, plan_retention
+
+SEOUL_NAME = "Asia/Seoul"
+SEOUL = ZoneInfo(SEOUL_NAME)
+UTC = dt.UTC
+POLICY = Retention(daily_days=30, weekly_weeks=12, monthly_months=12)
+NOW = dt.datetime(2027, 1, 5, 3, 0, tzinfo=SEOUL)  # a Tuesday, an hour after that day's backup
+START = dt.date(2025, 11, 20)  # 412 daily backups up to and including NOW's day
+PREFIX = "database"
+BUCKET = "glimpse-backups"
+SKEW = dt.timedelta(minutes=60)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One synthetic backup, as pg_backup would have made it."""
+
+    target: str
+    tier: str
+    local: dt.datetime  # the 02:00 KST in its file name
+    snapshot: dt.datetime  # the manifest timestamp (UTC), a moment after the name's time
+    ext: str = ".dump"
+
+    @property
+    def file(self) -> str:
+        return f"{self.target}_{self.tier}_{self.local:%Y%m%d_%H%M%S}{self.ext}"
+
+    @property
+    def key(self) -> str:
+        return f"{PREFIX}/{self.tier}/{self.file}"
+
+    @property
+    def local_rel(self) -> str:
+        return f"{self.tier}/{self.local:%Y}/{self.local:%m}/{self.file}"
+
+    def manifest(self, verified: bool = False) -> dict:
+        # The fields pg_dataops.manifest.build_manifest writes that retention reads, plus the runbook's.
+        return {
+            "timestamp": self.snapshot.isoformat().replace("+00:00", "Z"),
+            "type": self.tier,
+            "file": self.file,
+            "size": 6,
+            "checksum": "0" * 64,
+            "db_version": "PostgreSQL 15.19 on x86_64-pc-linux-gnu",
+            "manifest_version": 1,
+            "target": self.target,
+            "verified": verified,
+        }
+
+    def parts(self, verified: bool = False) -> dict[str, bytes]:
+        """The three objects: suffix -> body."""
+        return {
+            "": b"PGDMP\x00",
+            ".sha256": f"{'0' * 64}  {self.file}\n".encode(),
+            ".json": json.dumps(self.manifest(verified), indent=2).encode(),
+        }
+
+
+def runbook_tier(day: dt.date) -> str:
+    """The runbook's rule, restated: the 1st is monthly (even on a Sunday), Sunday weekly, else daily."""
+    if day.day == 1:
+        return "monthly"
+    return "weekly" if day.isoweekday() == 7 else "daily"
+
+
+def history(start: dt.date = START, end: dt.date | None = None, target: str = "glimpse") -> list[Spec]:
+    end = end or NOW.date()
+    specs = []
+    day = start
+    while day <= end:
+        local = dt.datetime(day.year, day.month, day.day, 2, 0, tzinfo=SEOUL)
+        snapshot = (local + dt.timedelta(seconds=1, microseconds=123456)).astimezone(UTC)
+        specs.append(Spec(target, runbook_tier(day), local, snapshot))
+        day += dt.timedelta(days=1)
+    return specs
+
+
+def expected_survivors(specs: list[Spec], now: dt.datetime) -> set[str]:
+    """The policy's definition: kept while the snapshot is after now minus the tier's window."""
+    window_start = {
+        "daily": now - dt.timedelta(days=POLICY.daily_days),
+        "weekly": now - dt.timedelta(weeks=POLICY.weekly_weeks),
+        "monthly": now - relativedelta(months=POLICY.monthly_months),
+    }
+    return {s.file for s in specs if s.snapshot > window_start[s.tier]}
+
+
+def item(spec: Spec, *, verified: bool = False, missing: tuple[str, ...] = (), problem: str | None = None,
+         timestamp: dt.datetime | None = None) -> BackupItem:
+    parts = {p: None if p in missing else spec.key + suffix
+             for p, suffix in (("data", ""), ("checksum", ".sha256"), ("manifest", ".json"))}
+    return BackupItem(
+        target=spec.target, tier=spec.tier, file=spec.file, timestamp=timestamp or spec.snapshot,
+        timestamp_source="manifest", verified=verified, location=f"s3://glimpse-backups/{PREFIX}",
+        display=f"{spec.tier}/{spec.file}", problem=problem, **parts,
+    )
+
+
+def plan(items, now=NOW, fraction=1.0, **kw):
+    return plan_retention(items, now, POLICY, max_delete_fraction=fraction, max_future_skew=SKEW, **kw)
+
+
+def kept(p) -> set[str]:
+    return {d.item.file for d in p.keep}
+
+
+def deleted(p) -> set[str]:
+    return {d.item.file for d in p.delete}
+
+
+# --- the survivor set -----------------------------------------------------------------------------
+
+
+def test_synthetic_history_exact_survivors():
+    specs = history()
+    assert len(specs) == 412
+    assert {s.tier for s in specs} == {"daily", "weekly", "monthly"}
+    p = plan([item(s) for s in specs])
+
+    expected = expected_survivors(specs, NOW)
+    assert kept(p) == expected
+    assert deleted(p) == {s.file for s in specs} - expected
+    # Worked out by hand for Tue 5 Jan 2027 03:00 KST: dailies after Sun 6 Dec 03:00 (Mon 7 Dec .. 5 Jan
+    # without 4 Sundays and 1 Jan: 25), weeklies after Tue 13 Oct 03:00 (18 Oct .. 3 Jan without 1 Nov,
+    # a monthly: 11), monthlies after 5 Jan 2026 03:00 (1 Feb 2026 .. 1 Jan 2027: 12).
+    assert len(expected) == 25 + 11 + 12
+    survivors = kept(p)
+    for name in ("glimpse_daily_20261207_020000.dump", "glimpse_daily_20270105_020000.dump",
+                 "glimpse_weekly_20261018_020000.dump", "glimpse_weekly_20261206_020000.dump",
+                 "glimpse_monthly_20260201_020000.dump", "glimpse_monthly_20270101_020000.dump",
+                 "glimpse_monthly_20261101_020000.dump"):  # 1 Nov 2026 is a Sunday: monthly wins
+        assert name in survivors, name
+    for name in ("glimpse_daily_20261205_020000.dump", "glimpse_daily_20251120_020000.dump",
+                 "glimpse_weekly_20261011_020000.dump", "glimpse_monthly_20260101_020000.dump",
+                 "glimpse_monthly_20251201_020000.dump"):
+        assert name not in survivors, name
+    # Every decision carries its reason.
+    reasons = {d.item.file: d.reason for d in p.decisions}
+    assert reasons["glimpse_daily_20261205_020000.dump"] == ("31.0 days old, older than 30 days "
+                                                                  "(not after 2026-12-06 03:00 KST)")
+    assert "within 12 months" in reasons["glimpse_monthly_20260201_020000.dump"]
+
+
+def test_steady_state_next_day_deletes_only_what_aged_out():
+    specs = history(end=NOW.date() + dt.timedelta(days=1))
+    first = plan([item(s) for s in specs[:-1]])
+    survivors = [item(s) for s in specs if s.file in kept(first) or s is specs[-1]]
+    next_day = NOW + dt.timedelta(days=1)
+    second = plan(survivors, now=next_day, fraction=0.5)
+    assert kept(second) == expected_survivors(specs, next_day)
+    # Wed 6 Jan: the daily of Mon 7 Dec ages out.
+    assert deleted(second) == {"glimpse_daily_20261207_020000.dump"}
+
+
+def test_boundary_is_strictly_after_the_cutoff():
+    at_cutoff = Spec("glimpse", "daily", NOW - dt.timedelta(days=30), (NOW - dt.timedelta(days=30)).astimezone(UTC))
+    after = replace(at_cutoff, local=at_cutoff.local + dt.timedelta(seconds=1),
+                    snapshot=at_cutoff.snapshot + dt.timedelta(seconds=1))
+    newest = Spec("glimpse", "daily", NOW - dt.timedelta(hours=1), (NOW - dt.timedelta(hours=1)).astimezone(UTC))
+    p = plan([item(at_cutoff), item(after), item(newest)])
+    assert deleted(p) == {at_cutoff.file}
+    assert kept(p) == {after.file, newest.file}
+
+
+def test_calendar_months():
+    m = retention.months_before
+    assert m(dt.datetime(2027, 3, 31, 10, tzinfo=SEOUL), 1) == dt.datetime(2027, 2, 28, 10, tzinfo=SEOUL)
+    assert m(dt.datetime(2028, 3, 31, 10, tzinfo=SEOUL), 1) == dt.datetime(2028, 2, 29, 10, tzinfo=SEOUL)
+    assert m(dt.datetime(2027, 1, 15, 2, tzinfo=SEOUL), 12) == dt.datetime(2026, 1, 15, 2, tzinfo=SEOUL)
+    assert m(dt.datetime(2027, 1, 15, 2, tzinfo=SEOUL), 13) == dt.datetime(2025, 12, 15, 2, tzinfo=SEOUL)
+    # The calendar is Seoul's even when now is given in UTC: 31 Jan 16:00 UTC is already 1 Feb in Seoul.
+    p = plan([item(s) for s in history(start=dt.date(2026, 1, 1), end=dt.date(2027, 2, 1))],
+             now=dt.datetime(2027, 1, 31, 17, 30, tzinfo=UTC), timezone=SEOUL_NAME)
+    assert p.cutoffs["monthly"] == dt.datetime(2026, 2, 1, 2, 30, tzinfo=SEOUL)
+    assert "glimpse_monthly_20260201_020000.dump" in deleted(p)
+    assert "glimpse_monthly_20260301_020000.dump" in kept(p)
+
+
+# --- protection of the newest ---------------------------------------------------------------------
+
+
+def weekly(weeks_ago: int, target: str = "glimpse") -> Spec:
+    local = (NOW - dt.timedelta(weeks=weeks_ago)).replace(hour=2)
+    return Spec(target, "weekly", local, local.astimezone(UTC))
+
+
+def test_newest_verified_of_a_tier_is_kept_even_when_old():
+    old, older, oldest = weekly(16), weekly(18), weekly(20)
+    daily = Spec("glimpse", "daily", NOW - dt.timedelta(hours=1), (NOW - dt.timedelta(hours=1)).astimezone(UTC))
+    p = plan([item(oldest, verified=True), item(older, verified=True), item(old), item(daily)])
+    # Weekly backups stopped 16 weeks ago: the newest *verified* one stays, the unverified newer one goes.
+    assert kept(p) == {older.file, daily.file}
+    assert deleted(p) == {oldest.file, old.file}
+    reason = next(d.reason for d in p.keep if d.item.file == older.file)
+    assert reason.endswith("older than 12 weeks but the newest verified weekly backup of glimpse")
+
+
+def test_newest_of_a_tier_is_kept_when_none_is_verified_per_target():
+    specs = [weekly(16), weekly(18), weekly(20), weekly(30, "other"), weekly(40, "other")]
+    p = plan([item(s) for s in specs])
+    assert kept(p) == {specs[0].file, specs[3].file}
+    assert "the newest weekly backup of other (none is verified)" in {d.reason.split(" but ")[-1] for d in p.keep}
+
+
+def test_protection_ignores_orphans_and_unreadable_backups():
+    good, orphan, unreadable = weekly(20), weekly(16), weekly(15)
+    p = plan([item(good), item(orphan, missing=("manifest",)),
+              item(unreadable, problem="manifest is not valid JSON (x)")])
+    assert deleted(p) == set()  # the good one is the newest *judgeable* weekly, so it stays too
+    assert {d.item.file for d in p.attention} == {orphan.file, unreadable.file}
+
+
+# --- refusals -------------------------------------------------------------------------------------
+
+
+def test_refuses_empty_listing():
+    with pytest.raises(RetentionRefused, match="no backups found in s3://glimpse-backups/database"):
+        plan([], source="s3://glimpse-backups/database")
+
+
+def test_refuses_timestamps_from_the_future():
+    specs = history(start=dt.date(2026, 12, 1))
+    ahead = Spec("glimpse", "daily", NOW + dt.timedelta(hours=2), (NOW + dt.timedelta(hours=2)).astimezone(UTC))
+    with pytest.raises(RetentionRefused, match=r"1 backup\(s\) .* dated more than 1:00:00 after now .*"
+                                               r"glimpse_daily_20270105_050000.dump"):
+        plan([item(s) for s in specs] + [item(ahead)])
+    # Within the allowed skew it is just the newest backup.
+    near = Spec("glimpse", "daily", NOW + dt.timedelta(minutes=30), (NOW + dt.timedelta(minutes=30)).astimezone(UTC))
+    assert near.file in kept(plan([item(s) for s in specs] + [item(near)]))
+
+
+def test_refuses_deleting_too_large_a_fraction_and_hands_back_the_plan():
+    specs = history()
+    with pytest.raises(RetentionRefused, match=r"would delete 364 of 412 backups .*\(88%\), more than "
+                                               r"max_delete_fraction 50%") as exc:
+        plan([item(s) for s in specs], fraction=0.5)
+    assert len(exc.value.plan.delete) == 364  # a dry run can still show what it would have done
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        plan([item(weekly(1))], now=NOW.replace(tzinfo=None))
+    with pytest.raises(ValueError, match="max_delete_fraction"):
+        plan([item(weekly(1))], fraction=1.5)
+
+
+# --- listings: timestamps, manifests, orphans (local tree; S3 in-process with moto) ------------------
+
+
+def write_local(root, spec: Spec, *, parts=("", ".sha256", ".json"), manifest: bytes | None = None,
+                verified: bool = False) -> str:
+    path = root / spec.local_rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bodies = spec.parts(verified)
+    if manifest is not None:
+        bodies[".json"] = manifest
+    for suffix in parts:
+        path.with_name(path.name + suffix).write_bytes(bodies[suffix])
+    return str(path)
+
+
+def test_local_listing_uses_the_manifest_not_mtime(tmp_path):
+    root = tmp_path / "backups"
+    old = Spec("glimpse", "daily", dt.datetime(2026, 10, 1, 2, tzinfo=SEOUL), dt.datetime(2026, 9, 30, 17, tzinfo=UTC))
+    new = Spec("glimpse", "daily", dt.datetime(2027, 1, 4, 2, tzinfo=SEOUL), dt.datetime(2027, 1, 3, 17, tzinfo=UTC))
+    for s in (old, new):
+        path = write_local(root, s)
+        for suffix in ("", ".sha256", ".json"):
+            # mtimes say the opposite of the truth: the old one was touched now, the new one in 2001.
+            t = dt.datetime(2001, 1, 1, tzinfo=UTC) if s is new else NOW
+            os.utime(path + suffix, (t.timestamp(), t.timestamp()))
+    items = retention.list_local_backups(str(root), SEOUL_NAME)
+    assert [(i.file, i.timestamp, i.timestamp_source) for i in items] == [
+        (old.file, old.snapshot, "manifest"), (new.file, new.snapshot, "manifest")]
+    p = plan(items)
+    assert deleted(p) == {old.file} and kept(p) == {new.file}
+
+
+def test_manifest_timestamp_wins_over_the_name_and_the_name_is_the_fallback(tmp_path):
+    root = tmp_path / "backups"
+    # A run cleared five weeks late: named for its logical date, its snapshot is recent.
+    rerun = Spec("glimpse", "daily", dt.datetime(2026, 11, 20, 2, tzinfo=SEOUL),
+                 dt.datetime(2026, 12, 28, 5, tzinfo=UTC))
+    write_local(root, rerun)
+    no_ts = Spec("glimpse", "daily", dt.datetime(2026, 12, 30, 2, tzinfo=SEOUL), dt.datetime(2026, 12, 29, 17, tzinfo=UTC))
+    doc = no_ts.manifest()
+    del doc["timestamp"]
+    write_local(root, no_ts, manifest=json.dumps(doc).encode())
+    naive = Spec("glimpse", "daily", dt.datetime(2026, 12, 31, 2, tzinfo=SEOUL), dt.datetime(2026, 12, 30, 17, tzinfo=UTC))
+    write_local(root, naive, manifest=json.dumps({**naive.manifest(), "timestamp": "2026-12-30T17:00:00"}).encode())
+
+    items = {i.file: i for i in retention.list_local_backups(str(root), SEOUL_NAME)}
+    assert items[rerun.file].timestamp == rerun.snapshot and items[rerun.file].timestamp_source == "manifest"
+    # The name's 02:00 is Seoul time: 17:00 UTC the day before.
+    assert items[no_ts.file].timestamp == dt.datetime(2026, 12, 29, 17, tzinfo=UTC)
+    assert items[no_ts.file].timestamp_source == "file name (manifest has no timestamp)"
+    assert items[naive.file].timestamp_source.startswith("file name (manifest timestamp '2026-12-30T17:00:00' is not")
+    assert rerun.file in kept(plan(list(items.values())))
+
+
+def test_runbook_manifest_with_raw_newline_is_read(tmp_path):
+    root = tmp_path / "backups"
+    s = Spec("glimpse", "daily", dt.datetime(2026, 10, 6, 2, tzinfo=SEOUL), dt.datetime(2026, 10, 5, 17, 9, tzinfo=UTC))
+    # What backup-database.sh's echo wrote: du -h size, psql -t's leading space and newline inside a string.
+    legacy = (f'{{\n  "timestamp": "2026-10-05T17:09:00Z",\n  "type": "daily",\n  "file": "{s.file}",\n'
+              f'  "size": "1.2G",\n  "checksum": "{"0" * 64}",\n'
+              '  "db_version": " PostgreSQL 15.4 on x86_64-pc-linux-gnu\n"\n}').encode()
+    write_local(root, s, manifest=legacy)
+    (i,) = retention.list_local_backups(str(root), SEOUL_NAME)
+    assert i.problem is None and i.timestamp == s.snapshot and i.timestamp_source == "manifest"
+
+
+def test_unparseable_manifest_and_incomplete_parts_are_kept_and_reported(tmp_path):
+    root = tmp_path / "backups"
+    base = dt.datetime(2026, 6, 2, 2, tzinfo=SEOUL)  # all far outside the daily window
+    specs = [Spec("glimpse", "daily", base + dt.timedelta(days=n), (base + dt.timedelta(days=n)).astimezone(UTC))
+             for n in range(6)]
+    bad_json, no_manifest, only_sidecars, wrong_file, good_old, newest = specs
+    write_local(root, bad_json, manifest=b'{"timestamp": "2026-06-01T17:00:01Z", "type": "da')
+    write_local(root, no_manifest, parts=("", ".sha256"))
+    write_local(root, only_sidecars, parts=(".sha256", ".json"))
+    write_local(root, wrong_file, manifest=json.dumps({**wrong_file.manifest(), "file": "other.dump"}).encode())
+    write_local(root, good_old)
+    write_local(root, newest)
+    (root / "daily/2026/06/glimpse_daily_20260610_020000.dump.partial").write_bytes(b"being written")
+    (root / "daily/2026/06/notes.txt").write_text("not a backup")
+
+    items = retention.list_local_backups(str(root), SEOUL_NAME)
+    assert len(items) == 6  # the .partial and notes.txt are not backups
+    p = plan(items, now=dt.datetime(2027, 1, 5, 3, tzinfo=SEOUL))
+    assert deleted(p) == {good_old.file}
+    assert kept(p) == {bad_json.file, no_manifest.file, only_sidecars.file, wrong_file.file, newest.file}
+    reasons = {d.item.file: d.reason for d in p.attention}
+    assert reasons[bad_json.file].startswith("manifest is not valid JSON (")
+    assert reasons[no_manifest.file] == "orphan: missing .json; kept, check it"
+    assert reasons[only_sidecars.file] == "orphan: missing dump; kept, check it"
+    assert reasons[wrong_file.file].startswith("manifest says file 'other.dump', not ")
+
+    report = retention.format_report(p)
+    assert report.splitlines()[0].endswith("6 backups, keep 5, to delete 1, 4 need attention")
+    assert f"KEEP!          glimpse daily   2026-06-02 02:00 KST  daily/2026/06/{bad_json.file}  manifest is not" in report
+
+    result = retention.apply_local(p, dry_run=False)
+    assert result.deleted == {f"daily/2026/06/{good_old.file}": [str(root / good_old.local_rel) + s
+                                                                for s in ("", ".sha256", ".json")]}
+    left = sorted(f.name for f in (root / "daily/2026/06").iterdir())
+    assert good_old.file not in " ".join(left) and len(left) == 3 + 2 + 2 + 3 + 3 + 2
+
+
+def test_dry_run_deletes_nothing_locally(tmp_path):
+    root = tmp_path / "backups"
+    specs = history(start=dt.date(2026, 9, 1))
+    for s in specs:
+        write_local(root, s)
+    before = sorted(str(p) for p in root.rglob("*"))
+    p = plan(retention.list_local_backups(str(root), SEOUL_NAME))
+    result = retention.apply_local(p, dry_run=True)
+    assert sorted(str(p) for p in root.rglob("*")) == before
+    assert result.deleted == {} and len(result.would_delete) == len(p.delete) > 0
+    assert "DRY RUN, nothing deleted" in retention.format_report(p, result).splitlines()[0]
+    assert sum(line.startswith("WOULD DELETE") for line in retention.format_report(p, result).splitlines()) == len(p.delete)
+
+
+@pytest.fixture
+def moto_s3(monkeypatch):
+    for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def put(client, spec: Spec, manifest: bytes | None = None, suffixes=("", ".sha256", ".json")):
+    bodies = spec.parts()
+    if manifest is not None:
+        bodies[".json"] = manifest
+    for suffix in suffixes:
+        client.put_object(Bucket=BUCKET, Key=spec.key + suffix, Body=bodies[suffix])
+
+
+def test_s3_ages_come_from_manifests_not_last_modified(moto_s3):
+    specs = history(start=dt.date(2026, 8, 1))
+    for s in specs:
+        put(moto_s3, s)
+    moto_s3.put_object(Bucket=BUCKET, Key="database/wal/000000010000000000000001", Body=b"x")  # not a tier: untouched
+    last_modified = {o["LastModified"].date() for o in moto_s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert min(last_modified) >= dt.date.today() - dt.timedelta(days=1)  # every object is "new" to S3
+
+    items = retention.list_s3_backups(moto_s3, BUCKET, PREFIX, SEOUL_NAME)
+    assert {i.file for i in items} == {s.file for s in specs}
+    assert all(i.timestamp_source == "manifest" and i.complete for i in items)
+    p = plan(items)
+    assert kept(p) == expected_survivors(specs, NOW)
+    result = retention.apply_s3(moto_s3, BUCKET, p, dry_run=False)
+    assert sorted(result.deleted_paths) == sorted(k for d in p.delete for k in d.item.paths)
+    left = {o["Key"] for o in moto_s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert left == {s.key + x for s in specs if s.file in kept(p) for x in ("", ".sha256", ".json")} | {
+        "database/wal/000000010000000000000001"}
+
+
+def test_s3_unparseable_manifest_is_kept_and_reported(moto_s3):
+    old = Spec("glimpse", "daily", dt.datetime(2026, 3, 3, 2, tzinfo=SEOUL), dt.datetime(2026, 3, 2, 17, tzinfo=UTC))
+    newest = Spec("glimpse", "daily", dt.datetime(2027, 1, 5, 2, tzinfo=SEOUL), dt.datetime(2027, 1, 4, 17, tzinfo=UTC))
+    orphan = Spec("glimpse", "daily", dt.datetime(2026, 3, 4, 2, tzinfo=SEOUL), dt.datetime(2026, 3, 3, 17, tzinfo=UTC))
+    put(moto_s3, old, manifest=b"\x00garbage")
+    put(moto_s3, orphan, suffixes=("", ".sha256"))
+    put(moto_s3, newest)
+    items = retention.list_s3_backups(moto_s3, BUCKET, PREFIX, SEOUL_NAME)
+    p = plan(items)
+    assert deleted(p) == set()
+    report = retention.format_report(p, retention.apply_s3(moto_s3, BUCKET, p, dry_run=False))
+    assert f"daily/{old.file}  manifest is not valid JSON" in report
+    assert f"daily/{orphan.file}  orphan: missing .json; kept, check it" in report
+    assert len(moto_s3.list_objects_v2(Bucket=BUCKET)["Contents"]) == 8
+
+
+class DenyingClient:
+    """delete_objects answers like S3 does when a policy denies one key: HTTP 200 with Errors."""
+
+    def __init__(self, deny: str):
+        self.deny, self.calls = deny, []
+
+    def delete_objects(self, Bucket, Delete):  # noqa: N803 - boto3's parameter names
+        keys = [o["Key"] for o in Delete["Objects"]]
+        self.calls.append(keys)
+        return {"Deleted": [{"Key": k} for k in keys if k != self.deny],
+                "Errors": [{"Key": k, "Code": "AccessDenied", "Message": "Access Denied"} for k in keys if k == self.deny]}
+
+
+def test_s3_delete_errors_stop_and_say_exactly_what_was_deleted():
+    specs = history(start=dt.date(2026, 9, 1), end=dt.date(2026, 9, 10))
+    p = plan([item(s) for s in specs] + [item(Spec("glimpse", "daily", NOW, NOW.astimezone(UTC)))])
+    first, second = p.delete[0].item, p.delete[1].item
+    client = DenyingClient(deny=second.data)
+    with pytest.raises(RetentionDeleteFailed, match=f"{second.data}: AccessDenied Access Denied") as exc:
+        retention.apply_s3(client, BUCKET, p, dry_run=False)
+    assert client.calls == [first.paths, second.paths]  # one request per backup, then it stopped
+    assert exc.value.result.deleted == {first.display: first.paths, second.display: second.paths[1:]}
+    report = retention.format_report(p, exc.value.result)
+    assert "PARTLY DELETED" in report and report.count("NOT DELETED") == len(p.delete) - 2
