@@ -5,6 +5,10 @@ class BackupError(RuntimeError):
     """A backup step failed; ``str()`` is the operator-facing reason."""
 
 
+class PermanentError(BackupError):
+    """A failure that retrying cannot change (e.g. a measured RTO above its objective)."""
+
+
 class ConnectionMissing(BackupError):
     pass
 

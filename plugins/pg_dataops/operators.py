@@ -26,6 +26,7 @@ from pg_dataops.errors import (
     DiskFull,
     IntegrityError,
     ObjectExists,
+    PermanentError,
 )
 from pg_dataops.pgtools import PgConn
 from pg_dataops.verify import VerificationFailed
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 # Retrying these cannot help; fail fast and alert.
 PERMANENT = (ConfigError, ConnectionMissing, AuthenticationFailed, ClientVersionError, BucketMissing, DiskFull,
-             ObjectExists, IntegrityError, VerificationFailed)
+             ObjectExists, IntegrityError, VerificationFailed, PermanentError)
 
 
 def run_moment(context) -> dt.datetime:
@@ -82,12 +83,16 @@ class BackupStepOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         try:
             cfg = load_config()
-            return self.run_step(cfg, context)
+            result = self.run_step(cfg, context)
         except (BackupError, ConfigError) as exc:
             context["ti"].xcom_push(key="error", value=f"{self.task_id}: {exc}")
             if isinstance(exc, PERMANENT):
                 raise AirflowFailException(str(exc)) from exc
             raise
+        # An empty error tells the ALL_DONE steps "no error here" without a not-found lookup,
+        # which the task SDK would log at error level and mislead whoever reads the log.
+        context["ti"].xcom_push(key="error", value="")
+        return result
 
     def run_step(self, cfg: Config, context: Context) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -312,7 +317,7 @@ class RecordBackupOperator(BackupStepOperator):
 def _connect_catalog(cfg: Config):
     from pg_dataops import pgtools
 
-    return pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog"))
+    return pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog"), autocommit=True)
 
 
 class NotifyBackupOperator(BackupStepOperator):

@@ -1,0 +1,132 @@
+"""pg_restore_drill end to end: the newest backup fetched from S3, proven, restored, timed; and the
+bad inputs (a flipped byte, a missing .sha256, a manifest that does not parse, a newer major) each
+detected and reported, with nothing restored, deleted or marked good."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import psycopg
+import pytest
+
+import devstack
+from pg_dataops import backup
+from pg_dataops.config import load_config
+
+from .conftest import json_posts
+
+pytestmark = pytest.mark.dagrun
+MOMENT = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.UTC)  # 25 Nov 02:00 in Seoul
+BASE = "database/daily/glimpse_daily_20261125_020000.dump"
+
+
+@pytest.fixture
+def seeded(cluster, s3, bucket, tmp_path):
+    """A real backup of the demo database in S3 (the pg_backup steps, without Airflow)."""
+    cfg = load_config(environ={"PGBACKUP_BUCKET": bucket, "PGBACKUP_LOCAL_ROOT": str(tmp_path / "src"),
+                               "PGBACKUP_MULTIPART_CHUNK_MB": "5"})
+    client = s3.client()
+    dump = backup.dump_step(cfg, cfg.target("glimpse"), cluster.conn("glimpse"), "daily", MOMENT)
+    checksum = backup.checksum_step(dump)
+    upload = backup.upload_step(client, cfg, dump, checksum)
+    doc = backup.manifest_step(client, cfg, dump, upload, {"verified": True}, "pg_backup", "seed")
+    return doc
+
+
+def run_drill(airflow_home, cluster, s3, bucket, receiver, tmp_path):
+    receiver.clear()
+    cluster.psql("-c", "DROP TABLE IF EXISTS restore_drills CASCADE", dbname="catalog")
+    env = devstack.airflow_env(airflow_home, conns={
+        "glimpse_db": cluster.airflow_conn("glimpse"), "backup_s3": s3.airflow_conn(),
+        "slack_backup": receiver.slack_conn(), "pagerduty_backup": receiver.pagerduty_conn(),
+        "backup_catalog": cluster.airflow_conn("catalog"),
+    }, extra={"PGBACKUP_BUCKET": bucket, "PGBACKUP_LOCAL_ROOT": str(tmp_path / "drill_root"),
+              "PGBACKUP_RETRIES": "0", "PGBACKUP_CATALOG_CONN_ID": "backup_catalog"})
+    proc = devstack.dags_test(env, "pg_restore_drill", "2026-11-29T05:00:00+09:00")
+    out = proc.stdout + "\n" + proc.stderr
+    (tmp_path / "drill.log").write_text(out)
+    return out
+
+
+def drills(cluster):
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
+                         dbname="catalog", row_factory=psycopg.rows.dict_row) as pg:
+        return pg.execute("SELECT * FROM restore_drills ORDER BY id").fetchall()
+
+
+def scratch_databases(cluster):
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
+                         dbname="postgres") as pg:
+        return [r[0] for r in pg.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pgdataops_%'")]
+
+
+def test_drill_restores_the_newest_backup_and_measures_rto(airflow_home, cluster, s3, bucket, receiver, tmp_path,
+                                                           seeded):
+    out = run_drill(airflow_home, cluster, s3, bucket, receiver, tmp_path)
+    assert "DagRun Finished" in out and "state=success" in out, out[-3000:]
+    rows = drills(cluster)
+    assert len(rows) == 1 and rows[0]["status"] == "SUCCESS"
+    r = rows[0]
+    assert r["s3_key"] == BASE and r["backup_type"] == "daily" and r["size_bytes"] == seeded["size"]
+    assert r["total_seconds"] == r["download_seconds"] + r["restore_seconds"] + r["check_seconds"] > 0
+    assert r["rto_objective_seconds"] == 4 * 3600
+    slack = json_posts(receiver, "/slack")
+    assert len(slack) == 1, receiver.requests
+    text = slack[0]["text"]
+    assert text.startswith(":white_check_mark: Restore drill of glimpse: glimpse_daily_20261125_020000.dump from S3")
+    assert f"{len(seeded['table_counts'])} tables and {sum(seeded['table_counts'].values()):,} rows match" in text
+    assert "is within the objective 4.00 h" in text
+    assert receiver.posts("/pagerduty") == []
+    assert scratch_databases(cluster) == []
+    assert [f for _, _, fs in os.walk(tmp_path / "drill_root") for f in fs] == []  # the download was removed
+
+
+def corrupt_object(s3, bucket):
+    c = s3.client()
+    body = bytearray(c.get_object(Bucket=bucket, Key=BASE)["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    c.put_object(Bucket=bucket, Key=BASE, Body=bytes(body))
+
+
+def drop_sidecar(s3, bucket):
+    s3.client().delete_object(Bucket=bucket, Key=BASE + ".sha256")
+
+
+def break_manifest(s3, bucket):
+    s3.client().put_object(Bucket=bucket, Key=BASE + ".json", Body=b'{"timestamp": "2026-11-24T17:00:00Z", "typ')
+
+
+def newer_major(s3, bucket):
+    c = s3.client()
+    doc = json.loads(c.get_object(Bucket=bucket, Key=BASE + ".json")["Body"].read())
+    doc["server_version_num"] = 170002
+    c.put_object(Bucket=bucket, Key=BASE + ".json", Body=json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize(
+    ("damage", "task", "cause"),
+    [
+        (corrupt_object, "download", "is corrupt: SHA-256"),
+        (drop_sidecar, "download", f".sha256 is missing or unreadable"),
+        (break_manifest, "find_latest", f"{BASE}.json is not valid JSON"),
+        (newer_major, "restore", "the backup comes from PostgreSQL 17, newer than the restore server's client"),
+    ],
+    ids=["flipped-byte", "missing-sha256", "manifest-does-not-parse", "newer-major"],
+)
+def test_bad_backups_are_detected_and_reported(airflow_home, cluster, s3, bucket, receiver, tmp_path, seeded,
+                                               damage, task, cause):
+    damage(s3, bucket)
+    before = sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"])
+    out = run_drill(airflow_home, cluster, s3, bucket, receiver, tmp_path)
+    assert "DagRun Finished" in out and "state=failed" in out, out[-3000:]
+    slack = json_posts(receiver, "/slack")
+    assert len(slack) == 1 and f"task: `drill_target.{task}`" in slack[0]["text"] and cause in slack[0]["text"]
+    pd = json_posts(receiver, "/pagerduty")
+    assert len(pd) == 1 and cause in pd[0]["payload"]["summary"]
+    rows = drills(cluster)
+    assert [(r["status"], cause in r["error_message"]) for r in rows] == [("FAILED", True)]
+    assert sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]) == before  # nothing deleted
+    assert scratch_databases(cluster) == []
+    assert [f for _, _, fs in os.walk(tmp_path / "drill_root") for f in fs] == []
