@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import devstack
+import psycopg
 import pytest
 from faultproxy import FaultProxy
 
@@ -133,3 +134,33 @@ def test_local_disk_full(run_pg_backup, cluster, s3, bucket, receiver, tmp_path)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
     assert_no_s3_leftovers(s3, bucket)
+
+
+def test_failed_verification_is_a_failed_backup(run_pg_backup, cluster, s3, bucket, receiver):
+    """The classic dump that does not restore: a CHECK calling a function that reads another table,
+    whose data pg_restore loads later. pg_dump succeeds; only a restore test finds out."""
+    cluster.createdb("unrestorable")
+    cluster.psql("-c", """
+        CREATE TABLE zz_allowed (v int PRIMARY KEY);
+        INSERT INTO zz_allowed SELECT generate_series(1, 10);
+        CREATE FUNCTION is_allowed(x int) RETURNS boolean LANGUAGE sql STABLE
+            AS $$ SELECT EXISTS (SELECT 1 FROM public.zz_allowed WHERE v = x) $$;
+        CREATE TABLE aa_items (id int PRIMARY KEY, v int CHECK (is_allowed(v)));
+        INSERT INTO aa_items VALUES (1, 1), (2, 2);
+    """, dbname="unrestorable")
+    run = run_pg_backup(bucket=bucket, conns={"glimpse_db": cluster.airflow_conn("unrestorable")},
+                        env={"PGBACKUP_RESTORE_JOBS": "1"})  # one job: data loads in TOC order, always
+    assert run.failed, run.output[-3000:]
+    cause = 'violates check constraint "aa_items_v_check"'
+    assert_alerted(receiver, cause, "verify")
+    assert_recorded_failed(cluster, cause, "verify")
+    c = s3.client()
+    keys = sorted(o["Key"] for o in c.list_objects_v2(Bucket=bucket)["Contents"])
+    base = "database/daily/glimpse_daily_20261125_020000.dump"
+    assert keys == [base, base + ".json", base + ".sha256"]
+    doc = json.loads(c.get_object(Bucket=bucket, Key=base + ".json")["Body"].read())
+    assert doc["verified"] is False and cause in doc["verification"]["error"]
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
+                         dbname="postgres") as pg:
+        assert pg.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'pgdataops_%'").fetchone()[0] == 0
+    assert "back_up_target.notify" not in [line for line in run.output.splitlines() if "state=success" in line]
