@@ -8,10 +8,9 @@ import datetime as dt
 import json
 import os
 
+import devstack
 import psycopg
 import pytest
-
-import devstack
 from pg_dataops import backup
 from pg_dataops.config import load_config
 
@@ -109,7 +108,7 @@ def newer_major(s3, bucket):
     ("damage", "task", "cause"),
     [
         (corrupt_object, "download", "is corrupt: SHA-256"),
-        (drop_sidecar, "download", f".sha256 is missing or unreadable"),
+        (drop_sidecar, "download", ".sha256 is missing or unreadable"),
         (break_manifest, "find_latest", f"{BASE}.json is not valid JSON"),
         (newer_major, "restore", "the backup comes from PostgreSQL 17, newer than the restore server's client"),
     ],
