@@ -10,6 +10,7 @@ Per target: **dump** (pg_dump in one exported snapshot, SHA-256 taken while writ
 **verify** (restore into a scratch database, every table checked against the dump's snapshot,
 amcheck; the scratch database is dropped by a teardown) -> **manifest** (`.json` beside the dump,
 with the verdict) -> **record** (`backup_logs`, also for failures) -> **notify** (Slack).
+Then **retention** (GFS, the same task as DAG pg_backup_retention) once all targets are done.
 Any failed task alerts Slack and PagerDuty; a failed verification is a failed backup.
 """
 
@@ -32,6 +33,7 @@ from pg_dataops.operators import (
     WriteChecksumOperator,
     WriteManifestOperator,
 )
+from pg_dataops.operators_retention import ApplyRetentionOperator
 from pg_dataops.tiers import TIER_CHOICES
 
 CFG = load_config()
@@ -77,10 +79,12 @@ with DAG(
             task_id="record", target=target, tier="{{ params.tier }}",
             step_task_ids=["dump", "checksum", "upload", "verify", "manifest"],
         )
-        # Next: retention (GFS) after record, before notify.
         notify = NotifyBackupOperator(task_id="notify")
         chain(dump, checksum, upload, verify_db, verify, manifest, record, notify)
         # The scratch database is dropped whatever happened to the restore test.
         verify >> drop_verify_db.as_teardown(setups=verify_db)
 
-    back_up_target.expand(target=CFG.target_names)
+    # GFS retention once every target's backup is done and verified (a failed target skips it:
+    # nothing is pruned on a day that did not produce a proven backup).
+    retention = ApplyRetentionOperator(task_id="retention", dry_run=False, notify=False)
+    back_up_target.expand(target=CFG.target_names) >> retention

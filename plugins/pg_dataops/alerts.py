@@ -17,6 +17,21 @@ class FailureFacts:
     try_number: int | None = None
 
 
+# What failed, in words, per DAG: a refused retention or a failed drill is not a failed backup.
+JOB_TITLES = {
+    "pg_backup": "Database backup",
+    "pg_restore_drill": "Restore drill",
+    "pg_backup_retention": "Backup retention",
+    "pg_backup_monitor": "Backup monitor",
+    "pg_backup_report": "Backup report",
+    "pg_backup_catalog_rebuild": "Backup catalog rebuild",
+}
+
+
+def job_title(dag_id: str) -> str:
+    return JOB_TITLES.get(dag_id, f"Airflow job {dag_id}")
+
+
 def dedup_key(dag_id: str, run_id: str) -> str:
     """One incident per DAG run: the same key lets a later 'resolve' close it."""
     return f"{dag_id}/{run_id}"
@@ -25,14 +40,14 @@ def dedup_key(dag_id: str, run_id: str) -> str:
 def failure_summary(f: FailureFacts) -> str:
     """PagerDuty summary (<= 1024 chars): what failed and why, in one line."""
     where = f"{f.dag_id}.{f.task_id}" + (f"[{f.target}]" if f.target else "")
-    text = f"Database backup FAILED: {where} in run {f.run_id}: {f.error}"
+    text = f"{job_title(f.dag_id)} FAILED: {where} in run {f.run_id}: {f.error}"
     return text if len(text) <= 1024 else text[:1021] + "..."
 
 
 def failure_text(f: FailureFacts) -> str:
     """Slack text: the runbook's 'Database backup failed! Please check immediately.' with the facts."""
     lines = [
-        ":red_circle: *Database backup FAILED* - please check immediately.",
+        f":red_circle: *{job_title(f.dag_id)} FAILED* - please check immediately.",
         f"DAG: `{f.dag_id}`  task: `{f.task_id}`" + (f"  target: `{f.target}`" if f.target else ""),
         f"run: `{f.run_id}`" + (f"  try: {f.try_number}" if f.try_number else ""),
         f"error: {f.error}",

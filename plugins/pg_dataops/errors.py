@@ -53,6 +53,10 @@ class ManifestError(BackupError):
     pass
 
 
+class VerificationFailed(BackupError):
+    """The backup restored, or failed to, and does not match what was dumped."""
+
+
 def redact(text: str, *secrets: str | None) -> str:
     """Remove secrets from a message before it is logged, stored or sent."""
     for secret in secrets:

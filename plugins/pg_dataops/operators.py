@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook, BaseOperator, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
 
-from pg_dataops import backup, tiers, verify
+from pg_dataops import tiers
 from pg_dataops.config import Config, ConfigError, load_config
 from pg_dataops.errors import (
     AuthenticationFailed,
@@ -27,12 +27,16 @@ from pg_dataops.errors import (
     IntegrityError,
     ObjectExists,
     PermanentError,
+    VerificationFailed,
 )
-from pg_dataops.pgtools import PgConn
-from pg_dataops.verify import VerificationFailed
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from pg_dataops.pgtools import PgConn
+
+# The DAG files import this module at parse time: boto3 and psycopg (via backup, storage, verify,
+# pgtools) are imported inside the methods that use them, to keep parsing fast.
 
 # Retrying these cannot help; fail fast and alert.
 PERMANENT = (ConfigError, ConnectionMissing, AuthenticationFailed, ClientVersionError, BucketMissing, DiskFull,
@@ -56,6 +60,8 @@ def airflow_connection(conn_id: str, purpose: str):
 
 
 def pg_conn(conn_id: str, database: str | None, purpose: str) -> PgConn:
+    from pg_dataops.pgtools import PgConn
+
     c = airflow_connection(conn_id, purpose)
     return PgConn(
         host=c.host or "localhost",
@@ -127,6 +133,8 @@ class PgDumpOperator(BackupStepOperator):
         self.tier = tier
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import backup  # lazy: see the note at the top
+
         target = cfg.target(self.target)
         moment = run_moment(context)
         tier = tiers.resolve_tier(self.tier, moment, cfg.timezone)
@@ -146,6 +154,8 @@ class WriteChecksumOperator(BackupStepOperator):
         self.dump = dump
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import backup  # lazy: see the note at the top
+
         return backup.checksum_step(self.dump)
 
 
@@ -160,6 +170,8 @@ class UploadBackupOperator(BackupStepOperator):
         self.checksum = checksum
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import backup  # lazy: see the note at the top
+
         result = backup.upload_step(s3_client(cfg.s3_conn_id), cfg, self.dump, self.checksum)
         self.log.info("uploaded s3://%s/%s (%s)", result["bucket"], result["key"], result["checksum_verified"])
         return result
@@ -177,6 +189,8 @@ class WriteManifestOperator(BackupStepOperator):
         super().__init__(**kwargs)
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import backup  # lazy: see the note at the top
+
         dump, upload = self.pull(context, "dump"), self.pull(context, "upload")
         if not isinstance(dump, dict) or not isinstance(upload, dict):
             raise AirflowSkipException("nothing was uploaded: no manifest to write")
@@ -198,6 +212,8 @@ class CreateScratchDatabaseOperator(BackupStepOperator):
         self.kind = kind
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import verify  # lazy: see the note at the top
+
         name = self.target["target"] if isinstance(self.target, dict) else self.target
         target = cfg.target(name)
         conn_id = cfg.verify_conn_for(target)
@@ -217,6 +233,8 @@ class DropScratchDatabaseOperator(BackupStepOperator):
         self.scratch = scratch
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import verify  # lazy: see the note at the top
+
         verify.drop_database(pg_conn(self.scratch["conn_id"], None, "restore-test server"), self.scratch["database"])
         self.log.info("dropped scratch database %s", self.scratch["database"])
         return {"dropped": self.scratch["database"]}
@@ -233,6 +251,8 @@ class VerifyBackupOperator(BackupStepOperator):
         self.scratch = scratch
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import verify  # lazy: see the note at the top
+
         ti = context["ti"]
         try:
             result = verify.verify_backup(
@@ -274,6 +294,8 @@ class RecordBackupOperator(BackupStepOperator):
         return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=ti.map_index)
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import backup  # lazy: see the note at the top
+
         ti = context["ti"]
         prefix = f"{self.task_group.group_id}." if self.task_group and self.task_group.group_id else ""
         ids = {name: prefix + name for name in self.step_task_ids}
@@ -325,6 +347,8 @@ class NotifyBackupOperator(BackupStepOperator):
 
     def run_step(self, cfg: Config, context: Context) -> dict:
         from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+        from pg_dataops import backup  # lazy: see the note at the top
 
         doc = self.pull(context, "manifest")
         if not isinstance(doc, dict) or not doc.get("verified"):

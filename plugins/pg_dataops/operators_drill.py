@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule
 
-from pg_dataops import drill, pgtools, verify
 from pg_dataops.config import Config
-from pg_dataops.errors import PermanentError
+from pg_dataops.errors import PermanentError, VerificationFailed
 from pg_dataops.operators import BackupStepOperator, airflow_connection, pg_conn, s3_client
-from pg_dataops.verify import VerificationFailed
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+# Parsed with the DAG file: boto3 and psycopg come in through drill, verify and pgtools, imported
+# inside the methods to keep parsing fast.
 
 
 class RtoExceeded(PermanentError):
@@ -38,6 +39,8 @@ class FindLatestBackupOperator(BackupStepOperator):
         self.target = target
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import drill  # lazy: see the note at the top
+
         found = drill.latest_backup(s3_client(cfg.s3_conn_id), cfg.bucket, cfg.prefix, self.target, cfg.timezone)
         self.log.info("newest backup of %s: s3://%s/%s (%s)", self.target, cfg.bucket, found["key"],
                       found["manifest"]["timestamp"])
@@ -54,6 +57,8 @@ class DownloadBackupOperator(BackupStepOperator):
         self.latest = latest
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import drill  # lazy: see the note at the top
+
         dest = drill_dir(cfg, context["ti"].run_id, self.latest["target"])
         got = drill.download_and_check(s3_client(cfg.s3_conn_id), cfg.bucket, self.latest["key"],
                                        self.latest["manifest"], dest)
@@ -74,6 +79,8 @@ class RestoreDrillOperator(BackupStepOperator):
         self.scratch = scratch
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import verify  # lazy: see the note at the top
+
         doc = self.latest["manifest"]
         result = verify.verify_backup(
             pg_conn(self.scratch["conn_id"], None, "restore-test server"), self.scratch["database"],
@@ -101,6 +108,8 @@ class RecordDrillOperator(BackupStepOperator):
         self.target = target
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops import drill, pgtools  # lazy: see the note at the top
+
         ti = context["ti"]
         latest, download = self.pull(context, "find_latest"), self.pull(context, "download")
         result = self.pull(context, "restore")

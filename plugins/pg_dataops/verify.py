@@ -21,13 +21,11 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from pg_dataops import pgtools, sqlfiles
-from pg_dataops.errors import BackupError, ClientVersionError, redact
+from pg_dataops.errors import BackupError, ClientVersionError, VerificationFailed, redact
+
+__all__ = ["VerificationFailed", "VerifyResult", "create_database", "drop_database", "verify_backup"]
 
 log = logging.getLogger(__name__)
-
-
-class VerificationFailed(BackupError):
-    """The backup restored, or failed to, and does not match what was dumped."""
 
 
 @dataclass

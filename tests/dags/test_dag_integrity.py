@@ -43,7 +43,9 @@ def test_pg_backup_shape(dagbag):
     assert dag.catchup is False
     ids = [t.task_id for t in dag.topological_sort()]
     assert ids == [f"back_up_target.{n}" for n in (
-        "dump", "checksum", "upload", "create_verify_db", "verify", "drop_verify_db", "manifest", "record", "notify")]
+        "dump", "checksum", "upload", "create_verify_db", "verify", "drop_verify_db", "manifest", "record", "notify"
+    )] + ["retention"]
+    assert dag.get_task("retention").dry_run is False
     assert dag.get_task("back_up_target.drop_verify_db").is_teardown
     assert dag.get_task("back_up_target.create_verify_db").is_setup
     assert dag.get_task("back_up_target.manifest").trigger_rule == "all_done"

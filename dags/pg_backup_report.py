@@ -1,0 +1,50 @@
+"""
+### pg_backup_report: the daily backup report (runbook 09:00 report)
+
+Every day at 09:00 in the configured time zone (`report_schedule`). One task, **post_report**, builds
+`pg_dataops.report` as of the wall clock and posts it to Slack (`slack_conn_id`):
+
+- the last 24 h: successes and failures per tier, and every attempt with size, duration, upload and
+  verification (failures with their step and error);
+- verification coverage, the last measured restore against `rto_objective_hours`;
+- storage in S3 per tier (bytes and objects under `{prefix}/{tier}/` in `bucket`, listed at run time);
+- what is overdue now (the same checks as `pg_backup_monitor`, which does the alerting);
+- a 30-day size and duration sparkline per target and tier.
+
+The report is read-only: it alerts nobody and changes no alert state. A failure of the task (catalog
+or S3 unreachable, bucket missing) alerts Slack and PagerDuty like every backup task.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import DAG
+from pg_dataops.config import load_config
+from pg_dataops.notifiers import failure_callbacks
+from pg_dataops.operators_monitor import BackupReportOperator
+
+CFG = load_config()
+
+with DAG(
+    dag_id="pg_backup_report",
+    description="Daily Slack report: last 24 h per tier, verification, RTO, S3 storage per tier, 30-day trend",
+    schedule=CFG.report_schedule,
+    start_date=pendulum.datetime(2026, 1, 1, tz=CFG.timezone),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=dt.timedelta(hours=2),
+    default_args={
+        "owner": CFG.owner,
+        "retries": CFG.retries,
+        "retry_delay": dt.timedelta(seconds=CFG.retry_delay_seconds),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(hours=1),
+        "execution_timeout": dt.timedelta(minutes=30),
+        "on_failure_callback": failure_callbacks(CFG.slack_conn_id, CFG.pagerduty_conn_id),
+    },
+    tags=["backup", "postgres", "glimpse", "report"],
+    doc_md=__doc__,
+) as dag:
+    BackupReportOperator(task_id="post_report")

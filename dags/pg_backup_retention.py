@@ -1,0 +1,76 @@
+"""
+### pg_backup_retention: grandfather-father-son cleanup of backups, run by a human
+
+Manual only. Keeps daily backups `retention.daily_days` (30), weekly `weekly_weeks` (12) and monthly
+`monthly_months` (12 calendar months), judged by each backup's own timestamp (its manifest's, else its
+file name's), never S3's LastModified or a file's mtime. The dump, its `.sha256` and its `.json` go
+together. The newest (verified) backup of each target and tier is always kept; orphans and unreadable
+manifests are kept and flagged `KEEP!`.
+
+S3 (`{prefix}/{daily,weekly,monthly}/`) and the local tree (`local_root`) are both planned before
+anything is deleted. Nothing is deleted at all, and the task fails and alerts, when the S3 listing is
+empty, a backup is dated in the future, or a real run would delete more than `max_delete_fraction`
+of a listing. An empty local tree is fine (a worker without local copies).
+
+**Params**: `dry_run` (default true: report only). `max_delete_fraction` (default: the config's
+`retention.max_delete_fraction`, 0.5): raise it once, after reading the dry-run report, for the first
+cleanup of a long backlog. The report (one line per backup, with its reason) is in the task log; the
+XCom holds the counts and the keys deleted (or that a real run would delete); Slack gets a summary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import DAG, Param
+from pg_dataops.config import load_config
+from pg_dataops.notifiers import failure_callbacks
+from pg_dataops.operators_retention import ApplyRetentionOperator
+
+CFG = load_config()
+
+with DAG(
+    dag_id="pg_backup_retention",
+    description="GFS retention of backups in S3 and the local tree; dry run by default",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz=CFG.timezone),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=dt.timedelta(hours=2),
+    render_template_as_native_obj=True,  # params reach the operator as bool / float / None, not text
+    default_args={
+        "owner": CFG.owner,
+        "retries": CFG.retries,
+        "retry_delay": dt.timedelta(seconds=CFG.retry_delay_seconds),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(hours=1),
+        "on_failure_callback": failure_callbacks(CFG.slack_conn_id, CFG.pagerduty_conn_id),
+    },
+    params={
+        "dry_run": Param(
+            True,
+            type="boolean",
+            title="Dry run",
+            description="Only report what would be deleted (the report is in the task log). "
+                        "Untick to delete.",
+        ),
+        "max_delete_fraction": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            maximum=1,
+            title="Max delete fraction (this run only)",
+            description=f"Empty: the config's retention.max_delete_fraction ({CFG.retention.max_delete_fraction}). "
+                        "Needed once, for the first run on a long backlog, after reading the dry-run report "
+                        "(it names the value the plan needs).",
+        ),
+    },
+    tags=["backup", "postgres", "glimpse", "retention"],
+    doc_md=__doc__,
+) as dag:
+    ApplyRetentionOperator(
+        task_id="apply_retention",
+        dry_run="{{ params.dry_run }}",
+        max_delete_fraction="{{ params.max_delete_fraction }}",
+    )

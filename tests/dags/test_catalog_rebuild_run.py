@@ -1,0 +1,65 @@
+"""pg_backup_catalog_rebuild end to end with `airflow dags test`: manifests in moto's S3, a fresh catalog."""
+
+from __future__ import annotations
+
+import uuid
+
+import devstack
+import psycopg
+import pytest
+
+from tests.integration.test_catalog_rebuild import EXPECTED_SKIPPED, PREFIX, expected_rows, put_manifests, rows
+
+from .conftest import BackupRun, json_posts
+
+pytestmark = pytest.mark.dagrun
+
+DAG_ID = "pg_backup_catalog_rebuild"
+
+
+@pytest.fixture
+def run_rebuild(airflow_home, cluster, s3, receiver, tmp_path):
+    def run(*, bucket: str, catalog_db: str) -> BackupRun:
+        receiver.clear()
+        conns = {"backup_s3": s3.airflow_conn(), "backup_catalog": cluster.airflow_conn(catalog_db),
+                 "slack_backup": receiver.slack_conn(), "pagerduty_backup": receiver.pagerduty_conn()}
+        extra = {"PGBACKUP_BUCKET": bucket, "PGBACKUP_CATALOG_CONN_ID": "backup_catalog", "PGBACKUP_RETRIES": "0",
+                 "PGBACKUP_LOCAL_ROOT": str(tmp_path / "backups")}
+        proc = devstack.dags_test(devstack.airflow_env(airflow_home, conns=conns, extra=extra), DAG_ID)
+        with open(tmp_path / "dags_test.log", "a") as log:
+            log.write(proc.stdout + "\n" + proc.stderr + "\n")
+        return BackupRun(proc=proc, local_root=tmp_path / "backups", bucket=bucket)
+
+    return run
+
+
+def fresh_catalog(cluster) -> str:
+    name = f"catalog_lost_{uuid.uuid4().hex[:8]}"
+    cluster.createdb(name)
+    return name
+
+
+def test_rebuild_into_a_fresh_catalog(run_rebuild, cluster, s3, bucket, receiver):
+    put_manifests(s3.client(), bucket)
+    dbname = fresh_catalog(cluster)
+    run = run_rebuild(bucket=bucket, catalog_db=dbname)
+    assert run.succeeded, run.output[-3000:]
+    assert [r[1:] for r in rows(cluster, dbname)] == expected_rows(bucket)
+    for skipped in EXPECTED_SKIPPED:
+        assert f"skipped s3://{bucket}/{skipped['key']}: {skipped['reason']}" in run.output
+    assert "8 manifests, 3 rows (1 SUCCESS, 2 FAILED), 5 skipped" in run.output
+    assert receiver.requests == []
+
+
+def test_no_manifests_fails_and_alerts(run_rebuild, cluster, bucket, receiver):
+    dbname = fresh_catalog(cluster)
+    run = run_rebuild(bucket=bucket, catalog_db=dbname)
+    assert run.failed, run.output[-3000:]
+    cause = f"no manifests found under s3://{bucket}/{PREFIX}/{{daily,weekly,monthly}}/"
+    (slack,) = json_posts(receiver, "/slack")
+    assert f"DAG: `{DAG_ID}`  task: `rebuild_catalog`" in slack["text"] and cause in slack["text"]
+    (event,) = json_posts(receiver, "/pagerduty")
+    assert cause in event["payload"]["summary"] and event["dedup_key"].startswith(f"{DAG_ID}/")
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
+                         dbname=dbname) as pg:
+        assert pg.execute("SELECT to_regclass('public.backup_logs')").fetchone()[0] is None
