@@ -94,11 +94,15 @@ def summarize(s3, receiver, db_size: int, wall: float) -> None:
     print(f" size               {doc['size']:,} bytes ({doc['size'] / 1e6:.1f} MB) from a {db_size / 1e6:.1f} MB database")
     print(f" SHA-256            {doc['checksum']}  ({check.stdout.strip() or check.stderr.strip()})")
     print(f" S3 proof           {doc['s3']['checksum_verified']}")
+    v = doc.get("verification") or {}
+    print(f" verified           {doc['verified']}: restored in {v.get('restore_seconds', 0):.2f} s into a scratch "
+          f"database, {v.get('tables_found', 0)} tables / {v.get('rows_checked', 0):,} rows match, "
+          f"amcheck {v.get('amcheck', 'n/a')}")
     print(f" dump duration      {dur:.2f} s  (pg_dump -Fc -Z{doc['compression']['level']}, hashed in the same pass)")
     print(f" throughput         {db_size / 1e6 / dur:.1f} MB/s of database, {doc['size'] / 1e6 / dur:.1f} MB/s written")
     print(f" rows               {sum(doc['table_counts'].values()):,} in {len(doc['table_counts'])} tables "
           "(counted in the dump's snapshot)")
-    print(f" DAG run wall time  {wall:.1f} s (airflow dags test, all six tasks)")
+    print(f" DAG run wall time  {wall:.1f} s (airflow dags test: dump to notify, then retention)")
     slack = receiver.posts("/slack")
     if slack:
         print(" Slack message      " + slack[-1]["json"]["text"].splitlines()[0])
