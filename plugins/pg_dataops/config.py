@@ -63,6 +63,7 @@ class Config:
     sse: str
     kms_key_id: str | None
     multipart_chunk_mb: int
+    stream_upload: bool
     local_root: str
     dump_format: str
     dump_compression: int
@@ -117,6 +118,7 @@ _SCALARS: dict[str, tuple[type, bool]] = {
     "sse": (str, True),
     "kms_key_id": (str, False),
     "multipart_chunk_mb": (int, True),
+    "stream_upload": (bool, True),
     "local_root": (str, True),
     "dump_format": (str, True),
     "dump_compression": (int, True),
@@ -142,6 +144,12 @@ _SCALARS: dict[str, tuple[type, bool]] = {
 
 
 def _coerce(name: str, value: Any, typ: type, source: str) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.strip().lower() in ("true", "1", "yes")
+        raise ConfigError(f"{name}: expected true or false, got {value!r} ({source})")
     if typ is int:
         if isinstance(value, bool):
             raise ConfigError(f"{name}: expected an integer, got {value!r} ({source})")

@@ -68,9 +68,12 @@ class HashingWriter:
     without reading the file a second time.
     """
 
-    def __init__(self, fileobj, part_size: int):
+    def __init__(self, fileobj, part_size: int, on_part=None):
         self._f = fileobj
         self.part_size = part_size
+        # Called as on_part(number, offset, length, sha256_hex) once a part is in the file: the
+        # streaming upload sends it while the dump goes on.
+        self.on_part = on_part
         self.sha = hashlib.sha256()
         self._part = hashlib.sha256()
         self._part_fill = 0
@@ -80,7 +83,9 @@ class HashingWriter:
     def write(self, data) -> int:
         view = memoryview(data)
         written = len(view)
-        self._f.write(view)
+        done = 0
+        while done < written:  # a raw (unbuffered) file may write less than asked
+            done += self._f.write(view[done:]) or 0
         self.sha.update(view)
         while len(view):
             take = min(len(view), self.part_size - self._part_fill)
@@ -88,15 +93,21 @@ class HashingWriter:
             self._part_fill += take
             view = view[take:]
             if self._part_fill == self.part_size:
-                self.parts.append(self._part.hexdigest())
-                self._part = hashlib.sha256()
-                self._part_fill = 0
+                self._close_part()
         self.size += written
         return written
 
+    def _close_part(self) -> None:
+        self.parts.append(self._part.hexdigest())
+        if self.on_part:
+            number = len(self.parts)
+            self.on_part(number, (number - 1) * self.part_size, self._part_fill, self.parts[-1])
+        self._part = hashlib.sha256()
+        self._part_fill = 0
+
     def finish(self) -> tuple[str, list[str]]:
         if self._part_fill or not self.parts:
-            self.parts.append(self._part.hexdigest())
+            self._close_part()
         return self.sha.hexdigest(), self.parts
 
 
@@ -165,8 +176,13 @@ def run_dump(
     jobs: int = 2,
     part_size: int = 64 * 1024 * 1024,
     pg_bin_root: str = "/usr/lib/postgresql",
+    uploader=None,
 ) -> DumpResult:
-    """Dump ``conn.dbname`` to ``out_dir/basename.<ext>``; on any failure nothing is left behind."""
+    """Dump ``conn.dbname`` to ``out_dir/basename.<ext>``; on any failure nothing is left behind.
+
+    With ``uploader`` (a storage.StreamingUpload) each part goes to S3 while pg_dump is still
+    running, and the object is completed only when the dump and its row counts succeeded.
+    """
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
     try:
@@ -180,7 +196,20 @@ def run_dump(
     if os.path.exists(final):
         raise BackupError(f"{final} already exists; refusing to overwrite a backup")
     partial = final + ".partial"
+    if uploader is not None:
+        uploader.start()  # a missing bucket or an existing key fails here, before any dump work
 
+    try:
+        return _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_bin_root, uploader,
+                     started, started_at)
+    except BaseException:
+        if uploader is not None:
+            uploader.abort()
+        raise
+
+
+def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_bin_root, uploader, started,
+          started_at) -> DumpResult:
     pg = pgtools.connect(conn)
     try:
         pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -220,15 +249,21 @@ def run_dump(
                     if "No space left on device" in stderr.text():
                         raise _disk_full(partial)
                     raise DumpFailed(f"pg_dump exited with {rc}: {stderr.text()}")
-                sha, parts, size = _tar_directory(partial, final + ".tarpartial", part_size)
+                sha, parts, size = _tar_directory(partial, final + ".tarpartial", part_size, uploader)
                 shutil.rmtree(partial)
+                _finish_counts(counter, count_errors)
+                if uploader is not None:
+                    uploader.complete()
                 os.rename(final + ".tarpartial", final)
             else:
-                sha, parts, size = _stream_to_file(proc, partial, part_size)
+                sha, parts, size = _stream_to_file(proc, partial, part_size, uploader)
                 rc = proc.wait()
                 stderr.join()
                 if rc != 0:
                     raise DumpFailed(f"pg_dump exited with {rc}: {stderr.text()}")
+                _finish_counts(counter, count_errors)
+                if uploader is not None:
+                    uploader.complete()
                 os.rename(partial, final)
             _fsync_dir(out_dir)
         except BaseException:
@@ -242,9 +277,6 @@ def run_dump(
             counter.join()
     finally:
         pg.close()  # ends the snapshot transaction
-    if count_errors:
-        _remove_quietly(final)
-        raise DumpFailed(f"counting rows in the dump snapshot failed: {count_errors[0]}")
 
     return DumpResult(
         path=final,
@@ -267,13 +299,22 @@ def run_dump(
     )
 
 
-def _stream_to_file(proc: subprocess.Popen, path: str, part_size: int) -> tuple[str, list[str], int]:
+def _finish_counts(counter: threading.Thread, errors: list) -> None:
+    """The row counts belong to the backup: it is not complete (nor uploaded) without them."""
+    counter.join()
+    if errors:
+        raise DumpFailed(f"counting rows in the dump snapshot failed: {errors[0]}")
+
+
+def _stream_to_file(proc: subprocess.Popen, path: str, part_size: int, uploader=None) -> tuple[str, list[str], int]:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     try:
         # 'xb': a leftover partial file from a crashed run is an error, not silently overwritten.
         with open(path, "xb", buffering=0) as raw:
-            out = HashingWriter(raw, part_size)
+            if uploader is not None:
+                uploader.attach(path)
+            out = HashingWriter(raw, part_size, on_part=uploader.submit_part if uploader is not None else None)
             while True:
                 n = proc.stdout.readinto(buf)
                 if not n:
@@ -290,11 +331,13 @@ def _stream_to_file(proc: subprocess.Popen, path: str, part_size: int) -> tuple[
     return sha, parts, out.size
 
 
-def _tar_directory(src: str, path: str, part_size: int) -> tuple[str, list[str], int]:
+def _tar_directory(src: str, path: str, part_size: int, uploader=None) -> tuple[str, list[str], int]:
     """Pack a directory-format dump into one uncompressed tar (its members are already compressed)."""
     try:
         with open(path, "xb", buffering=0) as raw:
-            out = HashingWriter(raw, part_size)
+            if uploader is not None:
+                uploader.attach(path)
+            out = HashingWriter(raw, part_size, on_part=uploader.submit_part if uploader is not None else None)
             with tarfile.open(fileobj=out, mode="w|", bufsize=CHUNK) as tar:
                 for name in sorted(os.listdir(src)):
                     tar.add(os.path.join(src, name), arcname=name)

@@ -139,7 +139,8 @@ class PgDumpOperator(BackupStepOperator):
         moment = run_moment(context)
         tier = tiers.resolve_tier(self.tier, moment, cfg.timezone)
         conn = pg_conn(target.conn_id, target.database, f"target {target.name}")
-        result = backup.dump_step(cfg, target, conn, tier, moment)
+        client = s3_client(cfg.s3_conn_id) if cfg.stream_upload else None
+        result = backup.dump_step(cfg, target, conn, tier, moment, client)
         self.log.info("dumped %s: %s bytes, sha256 %s", result["file"], result["size"], result["sha256"])
         return result
 

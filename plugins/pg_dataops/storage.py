@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 from dataclasses import asdict, dataclass
 
 from boto3.exceptions import Boto3Error
@@ -80,9 +81,15 @@ def head(client, bucket: str, key: str) -> dict | None:
         raise
 
 
-def expected_composite(sha256_hex: str, part_sha256: list[str], size: int, part_size: int) -> str:
-    """The base64 SHA-256 S3 reports: of the bytes for one part, of the part digests for multipart."""
-    if size < part_size:  # boto3 sends a single PUT below the multipart threshold
+def expected_composite(sha256_hex: str, part_sha256: list[str], size: int, part_size: int,
+                       multipart: bool | None = None) -> str:
+    """The base64 SHA-256 S3 reports: of the bytes for one PUT, of the part digests for multipart.
+
+    ``multipart`` None means boto3's rule: a single PUT below the multipart threshold.
+    """
+    if multipart is None:
+        multipart = size >= part_size
+    if not multipart:
         return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
     joined = b"".join(bytes.fromhex(p) for p in part_sha256)
     return base64.b64encode(hashlib.sha256(joined).digest()).decode()
@@ -136,7 +143,8 @@ def upload_file(
     check_bucket(client, bucket)
     existing = head(client, bucket, key)
     if existing is not None:
-        if existing.get("Metadata", {}).get("sha256") == sha256_hex and existing["ContentLength"] == size:
+        if _same_content(existing, size, sha256_hex, part_sha256, part_size):
+            # Streamed during the dump, or a retried task: the object is this file; prove it below.
             log.info("s3://%s/%s already holds this backup (same SHA-256); not uploading again", bucket, key)
             return _verify(client, bucket, key, size, sha256_hex, part_sha256, part_size, already=True)
         raise ObjectExists(f"s3://{bucket}/{key} already exists with other content; refusing to overwrite it")
@@ -164,6 +172,20 @@ def upload_file(
     return _verify(client, bucket, key, size, sha256_hex, part_sha256, part_size, already=False)
 
 
+def _is_multipart(meta: dict) -> bool:
+    return "-" in meta.get("ETag", "").strip('"')  # S3 (and MinIO, moto) tag multipart objects "<md5>-<parts>"
+
+
+def _same_content(meta: dict, size: int, sha256_hex: str, part_sha256: list[str], part_size: int) -> bool:
+    if meta["ContentLength"] != size:
+        return False
+    if meta.get("Metadata", {}).get("sha256"):
+        return meta["Metadata"]["sha256"] == sha256_hex
+    remote = meta.get("ChecksumSHA256", "").split("-")[0]
+    return bool(remote) and remote == expected_composite(sha256_hex, part_sha256, size, part_size,
+                                                         multipart=_is_multipart(meta))
+
+
 def _verify(client, bucket, key, size, sha256_hex, part_sha256, part_size, *, already: bool) -> UploadResult:
     meta = head(client, bucket, key)
     problem = None
@@ -171,12 +193,14 @@ def _verify(client, bucket, key, size, sha256_hex, part_sha256, part_size, *, al
         problem = "object is missing after upload"
     elif meta["ContentLength"] != size:
         problem = f"size {meta['ContentLength']} != local {size}"
-    elif meta.get("Metadata", {}).get("sha256") != sha256_hex:
+    elif meta.get("Metadata", {}).get("sha256") not in (None, sha256_hex):
         problem = "sha256 metadata differs from the local file"
+    elif not meta.get("Metadata", {}).get("sha256") and not meta.get("ChecksumSHA256"):
+        problem = "the object carries neither sha256 metadata nor an S3 checksum to prove it"
     how = "size+sha256-metadata"
     if problem is None and meta.get("ChecksumSHA256"):
         remote = meta["ChecksumSHA256"].split("-")[0]
-        expected = expected_composite(sha256_hex, part_sha256, size, part_size)
+        expected = expected_composite(sha256_hex, part_sha256, size, part_size, multipart=_is_multipart(meta))
         if remote != expected:
             problem = f"S3 checksum {remote} != expected {expected} computed while dumping"
         how = "s3-sha256-checksum"
@@ -221,3 +245,95 @@ def put_small(client, bucket: str, key: str, body: bytes, *, content_type: str, 
         )
     except (ClientError, BotoCoreError) as exc:
         raise UploadFailed(f"upload of s3://{bucket}/{key} failed: {describe_error(exc)}") from None
+
+
+class StreamingUpload:
+    """A multipart upload fed part by part while pg_dump is still writing the file.
+
+    Each part is read back from the file being written (page cache, by ``os.pread`` on a descriptor
+    opened at the start, so the later rename does not matter) and sent with its SHA-256, which S3
+    checks on arrival. At most ``max_inflight`` parts are in flight: the dump waits rather than
+    memory growing. Nothing is visible under the key until :meth:`complete`; :meth:`abort` leaves
+    nothing behind.
+    """
+
+    def __init__(self, client, bucket: str, key: str, *, storage_class: str, sse: str, kms_key_id: str | None,
+                 max_inflight: int = 2):
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.client, self.bucket, self.key = client, bucket, key
+        self._extra = {"StorageClass": storage_class, "ServerSideEncryption": sse, "ChecksumAlgorithm": "SHA256"}
+        if sse == "aws:kms" and kms_key_id:
+            self._extra["SSEKMSKeyId"] = kms_key_id
+        self._pool = ThreadPoolExecutor(max_workers=max_inflight, thread_name_prefix="s3-part")
+        self._slots = threading.BoundedSemaphore(max_inflight)
+        self._futures: list = []
+        self._fd: int | None = None
+        self.upload_id: str | None = None
+
+    def start(self) -> None:
+        """Before pg_dump starts: the bucket must exist and the key must be free (never overwrite)."""
+        check_bucket(self.client, self.bucket)
+        if head(self.client, self.bucket, self.key) is not None:
+            raise ObjectExists(f"s3://{self.bucket}/{self.key} already exists; refusing to overwrite it")
+        try:
+            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **self._extra)
+        except (ClientError, BotoCoreError) as exc:
+            raise UploadFailed(f"cannot start the upload to s3://{self.bucket}/{self.key}: {describe_error(exc)}") from None
+        self.upload_id = resp["UploadId"]
+
+    def attach(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def submit_part(self, number: int, offset: int, length: int, sha256_hex: str) -> None:
+        self._raise_if_failed()
+        self._slots.acquire()  # backpressure: the dump waits for S3 instead of buffering
+        future = self._pool.submit(self._put, number, offset, length, sha256_hex)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._futures.append(future)
+
+    def _put(self, number: int, offset: int, length: int, sha256_hex: str) -> dict:
+        body = os.pread(self._fd, length, offset)
+        if len(body) != length:
+            raise UploadFailed(f"part {number}: read {len(body)} of {length} bytes back from the dump file")
+        checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+        resp = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
+                                       Body=body, ChecksumSHA256=checksum)
+        return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
+
+    def _raise_if_failed(self) -> None:
+        for f in self._futures:
+            if f.done() and f.exception() is not None:
+                exc = f.exception()
+                raise UploadFailed(f"upload of s3://{self.bucket}/{self.key} failed: {describe_error(exc)}") from None
+
+    def complete(self) -> dict:
+        """After pg_dump succeeded and every part was submitted: wait, then make the object visible."""
+        try:
+            parts = [f.result() for f in self._futures]
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts})
+        except (ClientError, BotoCoreError, Boto3Error, OSError) as exc:
+            raise UploadFailed(f"upload of s3://{self.bucket}/{self.key} failed: {describe_error(exc)}") from None
+        finally:
+            self._close()
+        return {"key": self.key, "parts": len(parts)}
+
+    def abort(self) -> None:
+        for f in self._futures:
+            f.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.upload_id:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("could not abort the multipart upload of %s: %s", self.key, describe_error(exc))
+            abort_incomplete_uploads(self.client, self.bucket, self.key)
+        self._close()
+
+    def _close(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

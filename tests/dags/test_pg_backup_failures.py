@@ -90,11 +90,20 @@ def test_bucket_missing(run_pg_backup, cluster, s3, receiver):
     run = run_pg_backup(bucket="glimpse-no-such-bucket")
     assert run.failed
     cause = "S3 bucket 'glimpse-no-such-bucket' does not exist"
+    # The streaming upload checks the bucket before pg_dump starts: nothing is dumped in vain.
+    assert_alerted(receiver, cause, "dump")
+    assert_recorded_failed(cluster, cause, "dump")
+    assert files_under(run.local_root) == []
+
+
+def test_bucket_missing_without_streaming_keeps_the_complete_dump(run_pg_backup, cluster, s3, receiver):
+    run = run_pg_backup(bucket="glimpse-no-such-bucket", env={"PGBACKUP_STREAM_UPLOAD": "false"})
+    assert run.failed
+    cause = "S3 bucket 'glimpse-no-such-bucket' does not exist"
     assert_alerted(receiver, cause, "upload")
     assert_recorded_failed(cluster, cause, "upload")
     # The complete local dump stays (with its checksum), so the upload can be retried; nothing partial.
     files = files_under(run.local_root)
-    assert [f for f in files if f.endswith((".partial", ".tmp"))] == []
     assert [os.path.basename(f) for f in files] == ["glimpse_daily_20261125_020000.dump",
                                                      "glimpse_daily_20261125_020000.dump.sha256"]
     sidecar_dir = run.local_root / "daily/2026/11"
@@ -102,20 +111,25 @@ def test_bucket_missing(run_pg_backup, cluster, s3, receiver):
                           cwd=sidecar_dir).returncode == 0
 
 
-def test_upload_failing_midway(run_pg_backup, cluster, s3, bucket, receiver):
+@pytest.mark.parametrize(("stream", "task"), [("true", "dump"), ("false", "upload")], ids=["streamed", "after-dump"])
+def test_upload_failing_midway(run_pg_backup, cluster, s3, bucket, receiver, stream, task):
     proxy = FaultProxy(s3.port, fail_from_part=2).start()
     try:
         run = run_pg_backup(bucket=bucket, conns={"backup_s3": s3.airflow_conn(endpoint=proxy.endpoint)},
-                            env={"PGBACKUP_DUMP_COMPRESSION": "0"})  # ~28 MB: six 5 MB parts
+                            env={"PGBACKUP_DUMP_COMPRESSION": "0",  # ~28 MB: six 5 MB parts
+                                 "PGBACKUP_STREAM_UPLOAD": stream})
     finally:
         proxy.stop()
     assert run.failed
     assert proxy.failed_requests >= 1
     cause = "InternalError: injected fault: part upload failed"
-    assert_alerted(receiver, cause, "upload")
-    assert_recorded_failed(cluster, cause, "upload")
+    assert_alerted(receiver, cause, task)
+    assert_recorded_failed(cluster, cause, task)
     assert_no_s3_leftovers(s3, bucket)
-    assert [f for f in files_under(run.local_root) if f.endswith((".partial", ".tmp"))] == []
+    local = files_under(run.local_root)
+    assert [f for f in local if f.endswith((".partial", ".tmp"))] == []
+    if task == "dump":
+        assert local == []  # the dump failed with its upload: no local file either
 
 
 def test_local_disk_full(run_pg_backup, cluster, s3, bucket, receiver, tmp_path):

@@ -111,3 +111,35 @@ def test_disk_full_leaves_nothing(cluster, tiny_disk):
     with pytest.raises(DiskFull, match="local disk full while writing .*partial file was removed"):
         run_dump(cluster.conn("glimpse"), str(tiny_disk / "daily"), "glimpse_daily_x", compression=0)
     assert os.listdir(tiny_disk / "daily") == []
+
+
+def test_streamed_upload_is_the_file(cluster, s3, bucket, tmp_path):
+    """Parts go to S3 while pg_dump writes; the completed object is byte for byte the local file."""
+    from pg_dataops import storage
+
+    client = s3.client()
+    up = storage.StreamingUpload(client, bucket, "database/daily/s.dump", storage_class="STANDARD_IA", sse="AES256",
+                                 kms_key_id=None)
+    res = run_dump(cluster.conn("glimpse"), str(tmp_path), "s", compression=0, part_size=5 * 1024 * 1024,
+                   uploader=up)
+    body = client.get_object(Bucket=bucket, Key="database/daily/s.dump")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == res.sha256 == file_sha256(res.path)
+    assert len(res.part_sha256) == -(-res.size // (5 * 1024 * 1024)) > 1
+    proof = storage.upload_file(client, res.path, bucket, "database/daily/s.dump", size=res.size,
+                                sha256_hex=res.sha256, part_sha256=res.part_sha256, part_size=5 * 1024 * 1024)
+    assert proof.already_present and proof.checksum_verified == "s3-sha256-checksum"
+    assert client.head_object(Bucket=bucket, Key="database/daily/s.dump")["StorageClass"] == "STANDARD_IA"
+
+
+def test_streamed_upload_refuses_an_existing_key_before_dumping(cluster, s3, bucket, tmp_path):
+    from pg_dataops import storage
+    from pg_dataops.errors import ObjectExists
+
+    client = s3.client()
+    client.put_object(Bucket=bucket, Key="k.dump", Body=b"older backup")
+    up = storage.StreamingUpload(client, bucket, "k.dump", storage_class="STANDARD_IA", sse="AES256", kms_key_id=None)
+    with pytest.raises(ObjectExists, match="refusing to overwrite"):
+        run_dump(cluster.conn("glimpse"), str(tmp_path / "o"), "k", uploader=up)
+    assert client.get_object(Bucket=bucket, Key="k.dump")["Body"].read() == b"older backup"
+    assert not (tmp_path / "o").exists() or os.listdir(tmp_path / "o") == []
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
