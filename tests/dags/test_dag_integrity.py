@@ -86,3 +86,20 @@ def test_invalid_config_fails_parsing_with_the_field(tmp_path):
             os.environ["PGBACKUP_CONFIG"] = old
     errors = list(bag.import_errors.values())
     assert len(errors) == 1 and "dump_format: 'zip' is not one of custom, directory, plain" in errors[0]
+
+
+def test_schedules_and_manual_dags(dagbag):
+    sched = {dag_id: getattr(dag.timetable, "expression", None) for dag_id, dag in dagbag.dags.items()}
+    assert sched == {
+        "pg_backup": "0 2 * * *",
+        "pg_restore_drill": "0 5 * * 0",
+        "pg_backup_monitor": "0 * * * *",
+        "pg_backup_report": "0 9 * * *",
+        "pg_backup_retention": None,
+        "pg_backup_catalog_rebuild": None,
+    }
+    retention = dagbag.dags["pg_backup_retention"]
+    assert retention.params["dry_run"] is True and retention.params["max_delete_fraction"] is None
+    drill = dagbag.dags["pg_restore_drill"]
+    assert drill.get_task("drill_target.drop_drill_db").is_teardown
+    assert drill.get_task("drill_target.record_drill").trigger_rule == "all_done"
