@@ -8,8 +8,10 @@ PostgreSQL 15 cluster, plus one of 1/8 that size, and times on each:
   so that its peak RSS is its own;
 - raw ``pg_dump -Fc -Z9`` (the runbook's setting), on the full-size database only.
 
-Each figure is the median of 3 runs after 1 warm-up (BENCH_QUICK=1: a single run). The Markdown
-report is printed and written to .bench/results.md. Nothing here is used in production.
+Each figure is the median of 3 runs after 1 warm-up (BENCH_QUICK=1: a single run); raw and pipeline
+runs alternate. CPU time is accounted per party (pg_dump, the pipeline's Python, the server, moto) and
+a run that shared the vCPUs with other workloads is repeated or flagged. The Markdown report is
+printed and written to .bench/results.md. Nothing here is used in production.
 
 The script re-invokes itself with ``--backup-child`` for the pipeline runs; that mode reads its
 parameters as JSON on stdin (so the password never appears in argv) and prints one JSON result.
@@ -51,8 +53,17 @@ CLUSTER_SETTINGS = {
 CALIBRATION_USERS = (1500, 6000)  # two loads give a line: fixed bytes + bytes per user
 SMALL_FRACTION = 8  # the second database is 1/8 of the full size
 MIN_USERS = 64  # glimpse_data.sql refuses fewer
-FIRST_MOMENT = dt.datetime(2026, 1, 5, 17, 0, tzinfo=dt.UTC)  # a Monday 02:00 in Seoul: tier "daily"
+FIRST_MOMENT = dt.datetime(2026, 1, 5, 17, 0, tzinfo=dt.UTC)  # 02:00 in Seoul, like the schedule
 MB = 1e6
+# The host may be shared (CI, other jobs). Before each timed run we wait for the other processes to
+# leave the vCPUs nearly idle, and a run during which they used more than DISTURBED_CPUS CPU-seconds
+# per second is repeated (at most REPEATS_IF_DISTURBED times). Waiting and repeating together may
+# cost at most DISTURBANCE_BUDGET_SECONDS over the whole benchmark, so a busy host delays the
+# result by minutes, not hours; runs still disturbed after that are flagged in the report.
+DISTURBED_CPUS = 0.25
+REPEATS_IF_DISTURBED = 2
+QUIET_WAIT_SECONDS = 60
+DISTURBANCE_BUDGET_SECONDS = 360
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,6 +94,15 @@ def children_cpu() -> float:
     """User + system CPU seconds of every child process this process has reaped so far."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
+
+
+def proc_stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after "(comm)": state, ppid, ...; None if the process has gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
 
 
 def vm_hwm(pid: int | str = "self") -> int:
@@ -117,7 +137,7 @@ class ChildPeakSampler(threading.Thread):
         me, found = os.getpid(), []
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
-                fields = ServerCpu.stat_fields(int(entry.name))
+                fields = proc_stat_fields(int(entry.name))
                 if fields and int(fields[1]) == me:
                     found.append(int(entry.name))
         return found
@@ -143,6 +163,21 @@ def system_busy() -> float:
     return sum(int(fields[i]) for i in (1, 2, 3, 6, 7)) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_for_quiet_host(max_wait: float) -> None:
+    """Before a timed run, wait at most ``max_wait`` seconds for other processes to leave the vCPUs idle."""
+    deadline = time.monotonic() + max_wait
+    told = False
+    while time.monotonic() < deadline:
+        before = system_busy()
+        time.sleep(1.0)
+        busy = system_busy() - before  # nothing of ours runs now: all of it is someone else's
+        if busy < DISTURBED_CPUS:
+            return
+        if not told:
+            log(f"  host busy with other work ({busy:.2f} CPUs); waiting up to {max_wait:.0f} s")
+            told = True
+
+
 class ServerCpu:
     """CPU seconds used by the cluster: the postmaster and its children, including reaped backends.
 
@@ -154,21 +189,13 @@ class ServerCpu:
         self.postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
         self.tick = os.sysconf("SC_CLK_TCK")
 
-    @staticmethod
-    def stat_fields(pid: int) -> list[str] | None:
-        try:
-            text = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:  # the process ended between listing and reading
-            return None
-        return text.rsplit(")", 1)[1].split()  # fields after "(comm)": state, ppid, ...
-
     def seconds(self) -> float:
         ticks = 0
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            fields = self.stat_fields(pid)
+            fields = proc_stat_fields(pid)
             if fields and (pid == self.postmaster or int(fields[1]) == self.postmaster):
                 ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
         return ticks / self.tick
@@ -313,7 +340,7 @@ def backup_child() -> None:
     sampler = ChildPeakSampler()
     sampler.start()
     t0, c0 = time.monotonic(), own_cpu()
-    dump = backup.dump_step(cfg, target, conn, "daily", moment)
+    dump = backup.dump_step(cfg, target, conn, "daily", moment, client)  # streams to S3 (stream_upload)
     t1, c1 = time.monotonic(), own_cpu()
     pg_dump_peak = sampler.stop()
     checksum = backup.checksum_step(dump)
@@ -349,19 +376,43 @@ class Runs:
     def __init__(self, quick: bool):
         self.warmups = 0 if quick else 1
         self.counted = 1 if quick else 3
+        self.budget = DISTURBANCE_BUDGET_SECONDS  # seconds left for waiting out and repeating
 
     def interleaved(self, **measure) -> dict[str, list[dict]]:
         # Alternate the contenders (A B A B ...) so slow drift on the shared host hits all alike.
         samples: dict[str, list[dict]] = {name: [] for name in measure}
         for i in range(self.warmups + self.counted):
             for name, fn in measure.items():
-                result = fn()
+                result = self._undisturbed(name, fn)
                 if i >= self.warmups:
                     samples[name].append(result)
                 log(f"  {name} run {i + 1}/{self.warmups + self.counted}"
-                    f"{' (warm-up)' if i < self.warmups else ''}: "
-                    f"{result.get('steps', result.get('wall')):.2f} s")
+                    f"{' (warm-up)' if i < self.warmups else ''}: {wall_of(result):.2f} s")
         return samples
+
+    def _undisturbed(self, name: str, fn) -> dict:
+        """Run once; run again if another workload took a noticeable share of the CPUs meanwhile."""
+        for attempt in range(REPEATS_IF_DISTURBED + 1):
+            started = time.monotonic()
+            wait_for_quiet_host(min(QUIET_WAIT_SECONDS, max(self.budget, 0)))
+            waited = time.monotonic() - started
+            result = fn()
+            # Waiting is spent on the disturbance, and so is the whole of a repeated run.
+            self.budget -= time.monotonic() - started if attempt else waited
+            share = result["foreign_cpu"] / wall_of(result)
+            result["disturbed"] = share > DISTURBED_CPUS
+            if not result["disturbed"]:
+                break
+            again = attempt < REPEATS_IF_DISTURBED and self.budget > 0
+            log(f"  {name}: other workloads used {share:.2f} CPUs during the run"
+                + ("; repeating it" if again else "; keeping it"))
+            if not again:
+                break
+        return result
+
+
+def wall_of(result: dict) -> float:
+    return result.get("steps", result.get("wall"))
 
 
 def med(samples: list[dict], field: str) -> float:
@@ -394,6 +445,17 @@ def row(label: str, samples: list[dict], field: str, baseline: float, *, size: b
     spread = f"{min(values):.{digits}f}-{max(values):.{digits}f}"
     out_mb = f"{med(samples, 'size') / MB:,.1f}" if size else ""
     return f"| {label} | {wall} | {spread} | {out_mb} | {ratio} |"
+
+
+def disturbance_note(ctx: dict) -> list[str]:
+    """A warning when other jobs used a noticeable share of the CPUs during the timed runs."""
+    runs = [r for d in ctx["sizes"].values() for k in ("raw", "pipe", "z9") for r in d.get(k, [])]
+    disturbed = sum(r["disturbed"] for r in runs)
+    if not disturbed:
+        return []
+    return [f"**Warning:** {disturbed} of {len(runs)} counted runs shared the {os.cpu_count()} vCPUs with other "
+            f"workloads (> {DISTURBED_CPUS} CPUs) even after repeats; those timings are inflated "
+            "(see the last column below).", ""]
 
 
 def report(ctx: dict) -> str:
@@ -440,6 +502,7 @@ def report(ctx: dict) -> str:
         f"Target pipeline/raw <= 1.10: **{'met' if med(pipe, 'steps') / raw_wall <= 1.10 else 'NOT met'}** "
         f"({med(pipe, 'steps') / raw_wall:.2f}); the dump step alone is {med(pipe, 'dump') / raw_wall:.2f}.",
         "",
+        *disturbance_note(ctx),
         "## CPU seconds per run (medians)",
         "",
         "| run | wall s | pg_dump | Python, dump step (pipe, hash, write) | Python, upload step (boto3) "
