@@ -21,7 +21,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import DAG, Param, chain, task_group
 from pg_dataops.config import load_config
-from pg_dataops.notifiers import failure_callbacks
+from pg_dataops.notifiers import default_args
 from pg_dataops.operators import (
     CreateScratchDatabaseOperator,
     DropScratchDatabaseOperator,
@@ -46,14 +46,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(hours=6),
-    default_args={
-        "owner": CFG.owner,
-        "retries": CFG.retries,
-        "retry_delay": dt.timedelta(seconds=CFG.retry_delay_seconds),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": dt.timedelta(hours=1),
-        "on_failure_callback": failure_callbacks(CFG.slack_conn_id, CFG.pagerduty_conn_id),
-    },
+    default_args=default_args(CFG),
     params={
         "tier": Param(
             "auto",

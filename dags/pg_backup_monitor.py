@@ -24,7 +24,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import DAG
 from pg_dataops.config import load_config
-from pg_dataops.notifiers import failure_callbacks
+from pg_dataops.notifiers import default_args
 from pg_dataops.operators_monitor import MonitorBackupsOperator
 
 CFG = load_config()
@@ -37,15 +37,8 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(minutes=55),  # never overlaps the next hourly run
-    default_args={
-        "owner": CFG.owner,
-        "retries": CFG.retries,
-        "retry_delay": dt.timedelta(seconds=CFG.retry_delay_seconds),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": dt.timedelta(minutes=15),
-        "execution_timeout": dt.timedelta(minutes=10),
-        "on_failure_callback": failure_callbacks(CFG.slack_conn_id, CFG.pagerduty_conn_id),
-    },
+    default_args=default_args(CFG, max_retry_delay=dt.timedelta(minutes=15),
+                              execution_timeout=dt.timedelta(minutes=10)),
     tags=["backup", "postgres", "glimpse", "monitoring"],
     doc_md=__doc__,
 ) as dag:

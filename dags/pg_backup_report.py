@@ -22,7 +22,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import DAG
 from pg_dataops.config import load_config
-from pg_dataops.notifiers import failure_callbacks
+from pg_dataops.notifiers import default_args
 from pg_dataops.operators_monitor import BackupReportOperator
 
 CFG = load_config()
@@ -35,15 +35,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(hours=2),
-    default_args={
-        "owner": CFG.owner,
-        "retries": CFG.retries,
-        "retry_delay": dt.timedelta(seconds=CFG.retry_delay_seconds),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": dt.timedelta(hours=1),
-        "execution_timeout": dt.timedelta(minutes=30),
-        "on_failure_callback": failure_callbacks(CFG.slack_conn_id, CFG.pagerduty_conn_id),
-    },
+    default_args=default_args(CFG, execution_timeout=dt.timedelta(minutes=30)),
     tags=["backup", "postgres", "glimpse", "report"],
     doc_md=__doc__,
 ) as dag:

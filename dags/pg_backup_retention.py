@@ -25,7 +25,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import DAG, Param
 from pg_dataops.config import load_config
-from pg_dataops.notifiers import failure_callbacks
+from pg_dataops.notifiers import default_args
 from pg_dataops.operators_retention import ApplyRetentionOperator
 
 CFG = load_config()
@@ -39,14 +39,7 @@ with DAG(
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(hours=2),
     render_template_as_native_obj=True,  # params reach the operator as bool / float / None, not text
-    default_args={
-        "owner": CFG.owner,
-        "retries": CFG.retries,
-        "retry_delay": dt.timedelta(seconds=CFG.retry_delay_seconds),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": dt.timedelta(hours=1),
-        "on_failure_callback": failure_callbacks(CFG.slack_conn_id, CFG.pagerduty_conn_id),
-    },
+    default_args=default_args(CFG),
     params={
         "dry_run": Param(
             True,

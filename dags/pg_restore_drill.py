@@ -18,7 +18,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import DAG, chain, task_group
 from pg_dataops.config import load_config
-from pg_dataops.notifiers import failure_callbacks
+from pg_dataops.notifiers import default_args
 from pg_dataops.operators import CreateScratchDatabaseOperator, DropScratchDatabaseOperator
 from pg_dataops.operators_drill import (
     DownloadBackupOperator,
@@ -37,14 +37,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(hours=CFG.rto_objective_hours * 2),
-    default_args={
-        "owner": CFG.owner,
-        "retries": CFG.retries,
-        "retry_delay": dt.timedelta(seconds=CFG.retry_delay_seconds),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": dt.timedelta(hours=1),
-        "on_failure_callback": failure_callbacks(CFG.slack_conn_id, CFG.pagerduty_conn_id),
-    },
+    default_args=default_args(CFG),
     tags=["backup", "postgres", "restore", "drill"],
     doc_md=__doc__,
 ) as dag:

@@ -16,7 +16,6 @@ Also a command line, for when Airflow itself is not available::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import posixpath
@@ -29,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pg_dataops import catalog, manifest
 from pg_dataops.errors import BackupError, ManifestError
-from pg_dataops.retention import parse_name
+from pg_dataops.retention import parse_name, parse_timestamp
 from pg_dataops.storage import describe_error
 from pg_dataops.tiers import TIERS
 
@@ -61,17 +60,6 @@ class RebuildResult:
         return asdict(self)
 
 
-def _timestamp(value: Any) -> dt.datetime | None:
-    """An ISO-8601 time with a zone, else None (a zoneless time would be a guess)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
-
-
 def list_manifest_keys(client, bucket: str, prefix: str) -> list[str]:
     """Every ``.json`` key under ``{prefix}/{tier}/`` for the three tiers, sorted."""
     keys = []
@@ -96,7 +84,7 @@ def row_from_manifest(doc: dict[str, Any], *, bucket: str, prefix: str, key: str
         raise ManifestError(f"manifest says type {doc['type']!r} but it is under {tier_folder}/")
     if file != posixpath.basename(dump_key):
         raise ManifestError(f"manifest names file {file!r} but sits beside {posixpath.basename(dump_key)!r}")
-    backup_date = _timestamp(doc["timestamp"])
+    backup_date = parse_timestamp(doc["timestamp"])
     if backup_date is None:
         raise ManifestError(f"timestamp {doc['timestamp']!r} is not ISO-8601 with a time zone")
     target = doc.get("target")
@@ -136,7 +124,7 @@ def row_from_manifest(doc: dict[str, Any], *, bucket: str, prefix: str, key: str
         "s3_key": dump_key,  # where the dump is now, which a restore needs (the manifest may predate a copy)
         "s3_uploaded": True,
         "verified": verified,
-        "verified_at": _timestamp(verification.get("checked_at")) if verified else None,
+        "verified_at": parse_timestamp(verification.get("checked_at")) if verified else None,
         "dag_id": dag_id,
         "run_id": run_id,
     }

@@ -112,3 +112,18 @@ def failure_callbacks(slack_conn_id: str, pagerduty_conn_id: str) -> list:
         BackupFailureSlackNotifier(slack_webhook_conn_id=slack_conn_id),
         BackupPagerdutyNotifier(pagerduty_events_conn_id=pagerduty_conn_id),
     ]
+
+
+def default_args(cfg, *, max_retry_delay=None, **extra) -> dict:
+    """What every DAG's tasks share: owner, retries with exponential backoff, failure alerts."""
+    import datetime as dt
+
+    return {
+        "owner": cfg.owner,
+        "retries": cfg.retries,
+        "retry_delay": dt.timedelta(seconds=cfg.retry_delay_seconds),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": max_retry_delay or dt.timedelta(hours=1),
+        "on_failure_callback": failure_callbacks(cfg.slack_conn_id, cfg.pagerduty_conn_id),
+        **extra,
+    }

@@ -169,7 +169,8 @@ def _split_part(name: str) -> tuple[str, str]:
     return "data", name
 
 
-def _parse_timestamp(value) -> dt.datetime | None:
+def parse_timestamp(value) -> dt.datetime | None:
+    """An ISO-8601 time with a zone, in UTC; None otherwise."""
     if not isinstance(value, str):
         return None
     try:
@@ -207,7 +208,7 @@ def _build_item(
             for key, expected in (("file", base), ("type", tier), ("target", target)):
                 if key in doc and doc[key] != expected:
                     problems.append(f"manifest says {key} {doc[key]!r}, not {expected!r}")
-            from_manifest = _parse_timestamp(doc.get("timestamp"))
+            from_manifest = parse_timestamp(doc.get("timestamp"))
             if from_manifest is not None:
                 timestamp, source = from_manifest, "manifest"
             elif "timestamp" in doc:

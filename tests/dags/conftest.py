@@ -12,10 +12,10 @@ import pytest
 
 
 @dataclass
-class BackupRun:
+class DagRunOutput:
+    """What `airflow dags test` printed, and how the run ended."""
+
     proc: object
-    local_root: Path
-    bucket: str
 
     @property
     def output(self) -> str:
@@ -28,6 +28,12 @@ class BackupRun:
     @property
     def failed(self) -> bool:
         return "DagRun Finished" in self.output and "state=failed" in self.output
+
+
+@dataclass
+class BackupRun(DagRunOutput):
+    local_root: Path = Path()
+    bucket: str = ""
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from dataclasses import dataclass
 
 import devstack
 import psycopg
@@ -19,28 +18,12 @@ from pg_dataops import catalog, pgtools
 from pg_dataops.monitor import Finding
 from pg_dataops.operators_monitor import plan_alerts
 
+from .conftest import DagRunOutput as DagRun
 from .conftest import json_posts
 
 MiB = 1024 * 1024
 AGE_KEY = "pg_backup_monitor/last_daily_backup_age/glimpse"
 SIZE_KEY = "pg_backup_monitor/backup_size_deviation/glimpse"
-
-
-@dataclass
-class DagRun:
-    proc: object
-
-    @property
-    def output(self) -> str:
-        return self.proc.stdout + "\n" + self.proc.stderr
-
-    @property
-    def succeeded(self) -> bool:
-        return "DagRun Finished" in self.output and "state=success" in self.output
-
-    @property
-    def failed(self) -> bool:
-        return "DagRun Finished" in self.output and "state=failed" in self.output
 
 
 @pytest.fixture
