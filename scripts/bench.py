@@ -358,6 +358,7 @@ def backup_child() -> None:
         "bucket": upload["bucket"],
         "key": upload["key"],
         "verified": upload["checksum_verified"],
+        "streamed": bool(dump.get("streamed")),
         "tables": len(dump["table_counts"]),
         "rows": sum(dump["table_counts"].values()),
         "python_cpu_dump": c1 - c0,
@@ -461,6 +462,7 @@ def disturbance_note(ctx: dict) -> list[str]:
 def report(ctx: dict) -> str:
     level = ctx["level"]
     full, small = ctx["sizes"]["full"], ctx["sizes"]["small"]
+    streamed = all(s.get("streamed", False) for d in (full, small) for s in d["pipe"])
     runs = "single run each (BENCH_QUICK=1)" if ctx["quick"] else "median of 3 runs after 1 warm-up"
     lines = [
         "# Backup pipeline benchmark",
@@ -470,8 +472,8 @@ def report(ctx: dict) -> str:
         "- Cluster: throwaway PG 15 from initdb, shared_buffers 512MB, maintenance_work_mem 256MB, "
         "max_wal_size 4GB (fsync off; the dumps only read), data checksums on.",
         f"- Pipeline settings (load_config): format {ctx['cfg'].dump_format}, compression {level}, "
-        f"multipart part {ctx['cfg'].multipart_chunk_mb} MB; S3 = moto server on 127.0.0.1 (in the bench's "
-        f"own process).",
+        f"multipart part {ctx['cfg'].multipart_chunk_mb} MB, stream_upload {streamed}; S3 = moto server on "
+        f"127.0.0.1 (in the bench's own process).",
         f"- Data: Glimpse demo, BENCH_SIZE_MB={ctx['target_mb']}: calibrated at "
         f"{ctx['per_user'] / 1e3:.2f} kB/user + {ctx['fixed'] / MB:.1f} MB fixed; loads took "
         + ", ".join(f"{d['name']} {d['load']:.0f} s" for d in (full, small)) + ".",
@@ -489,9 +491,11 @@ def report(ctx: dict) -> str:
     lines += [
         row(f"raw `pg_dump -Fc -Z{level} -f FILE` (baseline)", raw, "wall", raw_wall, size=True),
         row("**pipeline: dump + checksum + upload**", pipe, "steps", raw_wall, size=True, bold=True),
-        row("&nbsp;&nbsp;dump_step (pg_dump, hashing in-stream, row counts in the snapshot)", pipe, "dump", raw_wall),
+        row("&nbsp;&nbsp;dump_step (pg_dump, hashing in-stream, row counts in the snapshot"
+            + (", parts sent to S3 as written)" if streamed else ")"), pipe, "dump", raw_wall),
         row("&nbsp;&nbsp;checksum_step (.sha256 sidecar)", pipe, "checksum", raw_wall, digits=3),
-        row("&nbsp;&nbsp;upload_step (to moto S3, verify, sidecar)", pipe, "upload", raw_wall),
+        row("&nbsp;&nbsp;upload_step (" + ("verify, sidecar" if streamed else "to moto S3, verify, sidecar") + ")",
+            pipe, "upload", raw_wall),
         row("pipeline child process, whole (adds interpreter start, imports, client)", pipe, "child_wall", raw_wall),
         row("raw `pg_dump -Fc -Z9` (the runbook's setting)", z9, "wall", raw_wall, size=True),
         "",
@@ -505,7 +509,8 @@ def report(ctx: dict) -> str:
         *disturbance_note(ctx),
         "## CPU seconds per run (medians)",
         "",
-        "| run | wall s | pg_dump | Python, dump step (pipe, hash, write) | Python, upload step (boto3) "
+        "| run | wall s | pg_dump | Python, dump step (pipe, hash, write" + (", part uploads" if streamed else "")
+        + ") | Python, upload step (boto3) "
         "| PostgreSQL server | moto S3 server | total | other workloads on the host |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
