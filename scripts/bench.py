@@ -206,7 +206,7 @@ class ServerCpu:
 # ---------------------------------------------------------------------------------------------
 
 def database_size(cluster: devstack.LocalCluster, dbname: str) -> int:
-    return int(cluster.psql("-Atc", f"SELECT pg_database_size('{dbname}')"))
+    return cluster.database_size(dbname)
 
 
 def load_database(cluster: devstack.LocalCluster, dbname: str, users: int) -> float:
@@ -234,7 +234,7 @@ def calibrate(cluster: devstack.LocalCluster) -> tuple[float, float]:
     load_in_parallel(cluster, {"calibrate_a": small, "calibrate_b": large})
     size_a, size_b = database_size(cluster, "calibrate_a"), database_size(cluster, "calibrate_b")
     for db in ("calibrate_a", "calibrate_b"):
-        cluster.psql("-c", f"DROP DATABASE {db}")
+        cluster.dropdb(db)
     per_user = (size_b - size_a) / (large - small)
     return size_a - per_user * small, per_user
 

@@ -46,7 +46,7 @@ def start_stack(users: int, started: list):
     t = time.monotonic()
     cluster.createdb("glimpse")
     cluster.load_demo("glimpse", users)
-    size = int(cluster.psql("-tAc", "SELECT pg_database_size('glimpse')").strip())
+    size = cluster.database_size("glimpse")
     say(f"  glimpse database: {size / 1e6:.1f} MB, loaded in {time.monotonic() - t:.1f} s (port {cluster.port})")
     s3 = devstack.MotoS3().start()
     started.append(s3)

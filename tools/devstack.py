@@ -117,6 +117,21 @@ class LocalCluster:
                              dbname="postgres", autocommit=True) as pg:
             pg.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
+    def dropdb(self, name: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                             dbname="postgres", autocommit=True) as pg:
+            pg.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+    def database_size(self, name: str) -> int:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                             dbname="postgres") as pg:
+            return pg.execute("SELECT pg_database_size(%s)", (name,)).fetchone()[0]
+
     def load_demo(self, dbname: str, users: int) -> None:
         """The Glimpse-like schema and deterministic data (include/sql/demo/)."""
         demo = REPO / "include" / "sql" / "demo"
