@@ -49,6 +49,8 @@ class DumpResult:
     started_at: str
     duration_seconds: float
     table_counts: dict[str, int] = field(default_factory=dict)
+    # streamed upload only: what S3 took after pg_dump ended (StreamingUpload.complete)
+    upload_tail: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -227,6 +229,7 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
         log.info("running %s", " ".join(argv))  # argv holds no secret: the password is in the env
 
         counts: dict[str, int] = {}
+        upload_tail: dict[str, float] = {}
         count_errors: list[Exception] = []
         counter = threading.Thread(target=_count_rows, args=(pg, counts, count_errors), daemon=True)
         try:
@@ -255,7 +258,7 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
                 shutil.rmtree(partial)
                 _finish_counts(counter, count_errors)
                 if uploader is not None:
-                    uploader.complete()
+                    upload_tail = uploader.complete()
                 os.rename(final + ".tarpartial", final)
             else:
                 sha, parts, size = _stream_to_file(proc, partial, part_size, uploader)
@@ -265,7 +268,7 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
                     raise DumpFailed(f"pg_dump exited with {rc}: {stderr.text()}")
                 _finish_counts(counter, count_errors)
                 if uploader is not None:
-                    uploader.complete()
+                    upload_tail = uploader.complete()
                 os.rename(partial, final)
             _fsync_dir(out_dir)
         except BaseException:
@@ -298,6 +301,7 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
         started_at=started_at.isoformat().replace("+00:00", "Z"),
         duration_seconds=round(time.monotonic() - started, 3),
         table_counts=counts,
+        upload_tail=upload_tail,
     )
 
 

@@ -309,16 +309,30 @@ class StreamingUpload:
                 raise UploadFailed(f"upload of s3://{self.bucket}/{self.key} failed: {describe_error(exc)}") from None
 
     def complete(self) -> dict:
-        """After pg_dump succeeded and every part was submitted: wait, then make the object visible."""
+        """After pg_dump succeeded and every part was submitted: wait, then make the object visible.
+
+        Returns the part count and the two waits that come after pg_dump (the parts still in flight,
+        then S3 assembling the object): the only upload time a streamed backup adds to the dump.
+        """
+        import time
+
+        started = time.monotonic()
         try:
             parts = [f.result() for f in self._futures]
+            drained = time.monotonic()
             self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts})
         except (ClientError, BotoCoreError, Boto3Error, OSError) as exc:
             raise UploadFailed(f"upload of s3://{self.bucket}/{self.key} failed: {describe_error(exc)}") from None
         finally:
             self._close()
-        return {"key": self.key, "parts": len(parts)}
+        done = time.monotonic()
+        tail = {"parts": len(parts), "drain_seconds": round(drained - started, 3),
+                "complete_seconds": round(done - drained, 3)}
+        log.info("s3://%s/%s: %d parts; after pg_dump, %.2f s for the last parts and %.2f s for S3 to "
+                 "assemble the object", self.bucket, self.key, len(parts), tail["drain_seconds"],
+                 tail["complete_seconds"])
+        return tail
 
     def abort(self) -> None:
         for f in self._futures:

@@ -125,6 +125,9 @@ def test_streamed_upload_is_the_file(cluster, s3, bucket, tmp_path):
     body = client.get_object(Bucket=bucket, Key="database/daily/s.dump")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == res.sha256 == file_sha256(res.path)
     assert len(res.part_sha256) == -(-res.size // (5 * 1024 * 1024)) > 1
+    # what S3 took after pg_dump ended, kept for the logs and the benchmark
+    assert res.upload_tail["parts"] == len(res.part_sha256)
+    assert res.upload_tail["drain_seconds"] >= 0 and res.upload_tail["complete_seconds"] > 0
     proof = storage.upload_file(client, res.path, bucket, "database/daily/s.dump", size=res.size,
                                 sha256_hex=res.sha256, part_sha256=res.part_sha256, part_size=5 * 1024 * 1024)
     assert proof.already_present and proof.checksum_verified == "s3-sha256-checksum"
