@@ -6,6 +6,7 @@ PostgreSQL 15 cluster, plus one of 1/8 that size, and times on each:
 - raw ``pg_dump -Fc -Z<dump_compression> -f FILE``: the floor the pipeline is measured against;
 - the pipeline's dump_step + checksum_step + upload_step (to a moto S3 server), in a child process
   so that its peak RSS is its own;
+- the same child with no S3 at all (dump_step + checksum_step): the pipeline's own work;
 - raw ``pg_dump -Fc -Z9`` (the runbook's setting), on the full-size database only.
 
 Each figure is the median of 3 runs after 1 warm-up (BENCH_QUICK=1: a single run); raw and pipeline
@@ -291,14 +292,19 @@ def raw_pg_dump(cluster: devstack.LocalCluster, dbname: str, level: int, out_dir
 
 
 def pipeline_run(cluster: devstack.LocalCluster, s3: devstack.MotoS3, dbname: str, local_root: Path,
-                 moment: dt.datetime) -> dict:
-    """One dump + checksum + upload in a fresh child process; local files and S3 objects are removed."""
+                 moment: dt.datetime, *, upload: bool = True) -> dict:
+    """One dump + checksum + upload in a fresh child process; local files and S3 objects are removed.
+
+    ``upload=False`` stops after the checksum step, with no S3 client at all: what the pipeline's
+    own work (pipe relay, hashing, row counts) costs, apart from any S3 endpoint.
+    """
     conn = cluster.conn(dbname)
     spec = {
         "conn": {"host": conn.host, "port": conn.port, "user": conn.user, "dbname": conn.dbname,
                  "password": conn.password},
         "s3_port": s3.port,
         "moment": moment.isoformat(),
+        "upload": upload,
     }
     env = {**os.environ, "PGBACKUP_LOCAL_ROOT": str(local_root)}
     server = ServerCpu(cluster)
@@ -318,9 +324,10 @@ def pipeline_run(cluster: devstack.LocalCluster, s3: devstack.MotoS3, dbname: st
 
     # Bounded disk and moto memory: nothing survives a run.
     shutil.rmtree(local_root, ignore_errors=True)
-    client = s3.client()
-    for key in (result["key"], result["key"] + ".sha256"):
-        client.delete_object(Bucket=result["bucket"], Key=key)
+    if upload:
+        client = s3.client()
+        for key in (result["key"], result["key"] + ".sha256"):
+            client.delete_object(Bucket=result["bucket"], Key=key)
     return result
 
 
@@ -335,7 +342,8 @@ def backup_child() -> None:
     cfg = load_config()  # PGBACKUP_LOCAL_ROOT comes from the parent's environment
     target = cfg.targets[0]
     conn = PgConn(**spec["conn"])
-    client = devstack.MotoS3(port=spec["s3_port"]).client()  # only builds a client; moto runs in the parent
+    # only builds a client; moto runs in the parent
+    client = devstack.MotoS3(port=spec["s3_port"]).client() if spec["upload"] else None
     moment = dt.datetime.fromisoformat(spec["moment"])
     sampler = ChildPeakSampler()
     sampler.start()
@@ -345,7 +353,7 @@ def backup_child() -> None:
     pg_dump_peak = sampler.stop()
     checksum = backup.checksum_step(dump)
     t2 = time.monotonic()
-    upload = backup.upload_step(client, cfg, dump, checksum)
+    upload = backup.upload_step(client, cfg, dump, checksum) if client else {}
     t3, c3 = time.monotonic(), own_cpu()
 
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU of pg_dump (and its --version probe)
@@ -359,9 +367,9 @@ def backup_child() -> None:
         "s3_complete": dump["upload_tail"].get("complete_seconds", 0.0),
         "steps_but_assembly": t3 - t0 - dump["upload_tail"].get("complete_seconds", 0.0),
         "size": dump["size"],
-        "bucket": upload["bucket"],
-        "key": upload["key"],
-        "verified": upload["checksum_verified"],
+        "bucket": upload.get("bucket"),
+        "key": upload.get("key"),
+        "verified": upload.get("checksum_verified"),
         "streamed": bool(dump.get("streamed")),
         "tables": len(dump["table_counts"]),
         "rows": sum(dump["table_counts"].values()),
@@ -454,7 +462,7 @@ def row(label: str, samples: list[dict], field: str, baseline: float, *, size: b
 
 def disturbance_note(ctx: dict) -> list[str]:
     """A warning when other jobs used a noticeable share of the CPUs during the timed runs."""
-    runs = [r for d in ctx["sizes"].values() for k in ("raw", "pipe", "z9") for r in d.get(k, [])]
+    runs = [r for d in ctx["sizes"].values() for k in ("raw", "pipe", "local", "z9") for r in d.get(k, [])]
     disturbed = sum(r["disturbed"] for r in runs)
     if not disturbed:
         return []
@@ -490,7 +498,7 @@ def report(ctx: dict) -> str:
         "| measurement | wall s | min-max s | output MB | vs raw -Z" + str(level) + " |",
         "|---|---:|---:|---:|---:|",
     ]
-    raw, pipe, z9 = full["raw"], full["pipe"], full["z9"]
+    raw, pipe, local, z9 = full["raw"], full["pipe"], full["local"], full["z9"]
     raw_wall = med(raw, "wall")
     lines += [
         row(f"raw `pg_dump -Fc -Z{level} -f FILE` (baseline)", raw, "wall", raw_wall, size=True),
@@ -505,6 +513,10 @@ def report(ctx: dict) -> str:
         row("&nbsp;&nbsp;upload_step (" + ("verify, sidecar" if streamed else "to moto S3, verify, sidecar") + ")",
             pipe, "upload", raw_wall),
         row("pipeline child process, whole (adds interpreter start, imports, client)", pipe, "child_wall", raw_wall),
+        *([row("pipeline without moto's assembly (per-run steps minus CompleteMultipartUpload)", pipe,
+               "steps_but_assembly", raw_wall)] if streamed else []),
+        row("dump + checksum only, no S3 at all (the pipeline's own work: pipe, hashing, row counts)", local,
+            "steps", raw_wall, size=True),
         row("raw `pg_dump -Fc -Z9` (the runbook's setting)", z9, "wall", raw_wall, size=True),
         "",
         f"-Z9 vs -Z{level}: **{med(z9, 'wall') / raw_wall:.2f}x the time** for "
@@ -512,7 +524,8 @@ def report(ctx: dict) -> str:
         f"({(1 - med(z9, 'size') / med(raw, 'size')) * 100:.1f}% smaller).",
         "",
         f"Target pipeline/raw <= 1.10: **{'met' if med(pipe, 'steps') / raw_wall <= 1.10 else 'NOT met'}** "
-        f"({med(pipe, 'steps') / raw_wall:.2f}); the dump step alone is {med(pipe, 'dump') / raw_wall:.2f}.",
+        f"({med(pipe, 'steps') / raw_wall:.2f}); the dump step alone is {med(pipe, 'dump') / raw_wall:.2f}; "
+        f"without S3 the pipeline's own work is {med(local, 'steps') / raw_wall:.2f}.",
         *([f"After pg_dump exits, moto alone takes {med(pipe, 's3_complete'):.2f} s to assemble the object "
            f"(CompleteMultipartUpload copies every part in Python), **{med(pipe, 's3_complete') / raw_wall:.2f}x "
            "the raw dump by itself**: with this endpoint no pipeline can be under "
@@ -529,7 +542,7 @@ def report(ctx: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, d in (("full", full), ("small", small)):
-        r, p = d["raw"], d["pipe"]
+        r, p, loc = d["raw"], d["pipe"], d["local"]
         lines.append(f"| raw -Z{level}, {name} | {med(r, 'wall'):.2f} | {med(r, 'pg_dump_cpu'):.2f} | - | - | "
                      f"{med(r, 'server_cpu'):.2f} | - | {med(r, 'pg_dump_cpu') + med(r, 'server_cpu'):.2f} | "
                      f"{med(r, 'foreign_cpu'):.2f} |")
@@ -537,6 +550,9 @@ def report(ctx: dict) -> str:
         lines.append(f"| pipeline, {name} | {med(p, 'steps'):.2f} | "
                      + " | ".join(f"{med(p, f):.2f}" for f in parts)
                      + f" | {sum(med(p, f) for f in parts):.2f} | {med(p, 'foreign_cpu'):.2f} |")
+        lines.append(f"| dump + checksum, no S3, {name} | {med(loc, 'steps'):.2f} | "
+                     + " | ".join("-" if f == "moto_cpu" else f"{med(loc, f):.2f}" for f in parts)
+                     + f" | {sum(med(loc, f) for f in parts if f != 'moto_cpu'):.2f} | {med(loc, 'foreign_cpu'):.2f} |")
     lines += [
         "",
         "Server CPU covers the postmaster and every backend, so the pipeline's includes its count(*) pass",
@@ -549,15 +565,16 @@ def report(ctx: dict) -> str:
         "",
         "## Two sizes: time ratio and memory",
         "",
-        "| database | pg_database_size MB | raw s | pipeline s | ratio | dump step ratio | backup child peak RSS MB "
-        "| child RSS after imports MB | pg_dump peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| database | pg_database_size MB | raw s | pipeline s | ratio | dump step ratio | no-S3 ratio "
+        "| backup child peak RSS MB | child RSS after imports MB | pg_dump peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for d in (full, small):
         r, p = d["raw"], d["pipe"]
         lines.append(
             f"| {d['name']} | {d['db_size'] / MB:,.1f} | {med(r, 'wall'):.2f} | {med(p, 'steps'):.2f} | "
             f"{med(p, 'steps') / med(r, 'wall'):.2f} | {med(p, 'dump') / med(r, 'wall'):.2f} | "
+            f"{med(d['local'], 'steps') / med(r, 'wall'):.2f} | "
             f"{max(s['peak_rss'] for s in p) / MB:.1f} | {max(s['rss_after_imports'] for s in p) / MB:.1f} | "
             f"{max(s['pg_dump_peak_rss'] for s in p) / MB:.1f} |"
         )
@@ -582,6 +599,7 @@ def bench_database(cluster, s3, dbname: str, level: int, runs: Runs, work: Path,
     samples = runs.interleaved(
         raw=lambda: raw_pg_dump(cluster, dbname, level, work),
         pipe=lambda: pipeline_run(cluster, s3, dbname, local_root, next(moments)),
+        local=lambda: pipeline_run(cluster, s3, dbname, local_root, next(moments), upload=False),
     )
     result.update(samples)
     if with_z9:
