@@ -85,8 +85,13 @@ class Config:
     monitor_max_backup_age_hours: int
     monitor_size_deviation_pct: int
     monitor_min_free_gb: int
+    lock_wait_timeout_seconds: int
+    statement_timeout_seconds: int
+    task_timeout_minutes: int
     retention: Retention
     targets: tuple[Target, ...]
+    # schema.table names a verified restore must contain (the runbook checked public.users)
+    verify_required_tables: tuple[str, ...] = ("public.users",)
     source: str = field(default="", compare=False)
 
     @property
@@ -140,6 +145,9 @@ _SCALARS: dict[str, tuple[type, bool]] = {
     "monitor_max_backup_age_hours": (int, True),
     "monitor_size_deviation_pct": (int, True),
     "monitor_min_free_gb": (int, True),
+    "lock_wait_timeout_seconds": (int, True),
+    "statement_timeout_seconds": (int, True),
+    "task_timeout_minutes": (int, True),
 }
 
 
@@ -180,7 +188,7 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {cfg_path}: top level must be a mapping")
 
-    known = set(_SCALARS) | {"retention", "targets"}
+    known = set(_SCALARS) | {"retention", "targets", "verify_required_tables"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown setting in {cfg_path} (known: {', '.join(sorted(known))})")
@@ -204,7 +212,13 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     _validate_scalars(values)
     retention = _parse_retention(raw.get("retention") or {})
     targets = _parse_targets(raw.get("targets"))
-    return Config(**values, retention=retention, targets=targets, source=str(cfg_path))
+    env_name = ENV_PREFIX + "VERIFY_REQUIRED_TABLES"
+    if env_name in env:  # comma-separated in the environment; empty: none required
+        required_tables = _parse_required_tables([p.strip() for p in env[env_name].split(",") if p.strip()], env_name)
+    else:
+        required_tables = _parse_required_tables(raw.get("verify_required_tables", ["public.users"]), str(cfg_path))
+    return Config(**values, retention=retention, targets=targets, verify_required_tables=required_tables,
+                  source=str(cfg_path))
 
 
 def _validate_scalars(v: dict[str, Any]) -> None:
@@ -219,7 +233,8 @@ def _validate_scalars(v: dict[str, Any]) -> None:
             raise ConfigError(f"{name}: not a valid cron expression: {v[name]!r}")
     for name, low, high in (("restore_jobs", 1, 64), ("rto_objective_hours", 1, 168),
                             ("monitor_max_backup_age_hours", 1, 24 * 31), ("monitor_size_deviation_pct", 1, 1000),
-                            ("monitor_min_free_gb", 0, 1_000_000)):
+                            ("monitor_min_free_gb", 0, 1_000_000), ("lock_wait_timeout_seconds", 1, 86400),
+                            ("statement_timeout_seconds", 1, 7 * 86400), ("task_timeout_minutes", 1, 7 * 1440)):
         if not low <= v[name] <= high:
             raise ConfigError(f"{name}: {v[name]} is outside {low}..{high}")
     if not _BUCKET_RE.match(v["bucket"]):
@@ -249,6 +264,17 @@ def _validate_scalars(v: dict[str, Any]) -> None:
     for name in ("s3_conn_id", "catalog_conn_id", "slack_conn_id", "pagerduty_conn_id", "owner"):
         if not v[name].strip():
             raise ConfigError(f"{name}: must not be empty")
+
+
+_TABLE_RE = re.compile(r"^[^.\s]+\.[^.\s]+$")
+
+
+def _parse_required_tables(raw: Any, source: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(t, str) and _TABLE_RE.match(t) for t in raw):
+        raise ConfigError(f"verify_required_tables: must be a list of schema.table names, got {raw!r} ({source})")
+    return tuple(raw)
 
 
 def _parse_retention(raw: Any) -> Retention:

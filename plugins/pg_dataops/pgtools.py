@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import psycopg
 
@@ -19,19 +19,40 @@ from pg_dataops.errors import (
 
 @dataclass(frozen=True)
 class PgConn:
-    """What libpq needs. ``password`` never goes into argv, logs, XCom or manifests."""
+    """What libpq needs. ``password`` never goes into argv, logs, XCom, manifests or this repr.
+
+    ``statement_timeout`` and ``lock_timeout`` (seconds; None: the server's) bound every query of
+    our own sessions (:func:`connect`); pg_dump and pg_restore get their own limits.
+    """
 
     host: str
     port: int
     user: str
     dbname: str
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    statement_timeout: int | None = None
+    lock_timeout: int | None = None
+
+    def __repr__(self) -> str:
+        secret = ", password=********" if self.password else ""
+        return f"PgConn({self.describe()}{secret})"
+
+    __str__ = __repr__
 
     def describe(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
 
     def with_db(self, dbname: str) -> PgConn:
-        return PgConn(self.host, self.port, self.user, dbname, self.password)
+        return replace(self, dbname=dbname)
+
+    def session_options(self) -> str | None:
+        """libpq ``options``: the time limits every session of ours runs under."""
+        opts = []
+        if self.statement_timeout:
+            opts.append(f"-c statement_timeout={int(self.statement_timeout) * 1000}")
+        if self.lock_timeout:
+            opts.append(f"-c lock_timeout={int(self.lock_timeout) * 1000}")
+        return " ".join(opts) or None
 
     def libpq_env(self) -> dict[str, str]:
         """Environment for pg_dump & co: the password travels in the child's environment only."""
@@ -56,6 +77,7 @@ def connect(conn: PgConn, *, autocommit: bool = False, connect_timeout: int = 10
             connect_timeout=connect_timeout,
             application_name="pg_dataops",
             autocommit=autocommit,
+            **({"options": conn.session_options()} if conn.session_options() else {}),
         )
     except psycopg.OperationalError as exc:
         raise classify_connect_error(conn, str(exc)) from None
