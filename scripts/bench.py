@@ -7,7 +7,13 @@ PostgreSQL 15 cluster, plus one of 1/8 that size, and times on each:
 - the pipeline's dump_step + checksum_step + upload_step (to a moto S3 server), in a child process
   so that its peak RSS is its own;
 - the same child with no S3 at all (dump_step + checksum_step): the pipeline's own work;
-- raw ``pg_dump -Fc -Z9`` (the runbook's setting), on the full-size database only.
+- raw ``pg_dump -Fc -Z9`` (the runbook's setting), on the full-size database only;
+- the restore test (``verify.verify_backup``: restore, then counts and amcheck in parallel over
+  ``restore_jobs`` connections) against raw ``pg_restore -j<restore_jobs>`` of the same file, split
+  into the restore and each check, and with the checks one at a time for comparison; on two data
+  shapes: the full Glimpse database (text-heavy) and a pgbench one (``pgbench -i -s N``: few wide
+  tables, highly compressible) of about BENCH_PGBENCH_MB (default 0.64 x BENCH_SIZE_MB).
+  BENCH_VERIFY_ONLY=1 runs only this part.
 
 Each figure is the median of 3 runs after 1 warm-up (BENCH_QUICK=1: a single run); raw and pipeline
 runs alternate. CPU time is accounted per party (pg_dump, the pipeline's Python, the server, moto) and
@@ -433,6 +439,150 @@ def med(samples: list[dict], field: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# The restore test (verify step) against a raw pg_restore
+# ---------------------------------------------------------------------------------------------
+
+PGBENCH_MB_PER_SCALE = 15.6  # pg_database_size per pgbench scale unit (PostgreSQL 15, measured)
+
+
+def load_pgbench(cluster: devstack.LocalCluster, dbname: str, scale: int) -> float:
+    """A pgbench-shaped database (pgbench -i -s SCALE): few wide, highly compressible tables."""
+    started = time.monotonic()
+    cluster.createdb(dbname)
+    argv = [str(devstack.PG_BIN / "pgbench"), "-i", "-s", str(scale), "-q", dbname]
+    subprocess.run(argv, env=cluster.conn(dbname).libpq_env(), check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def dump_for_verify(cluster: devstack.LocalCluster, dbname: str, cfg, out_dir: Path):
+    """One dump (the pipeline's own pg_dump, with the snapshot's counts) that every restore run reads."""
+    from pg_dataops.dump import run_dump
+
+    return run_dump(cluster.conn(dbname), str(out_dir), f"{dbname}_verify", fmt=cfg.dump_format,
+                    compression=cfg.dump_compression, jobs=cfg.dump_jobs, pg_bin_root=cfg.pg_bin_root)
+
+
+def _timed(cluster: devstack.LocalCluster, fn) -> tuple[float, dict]:
+    """Wall and CPU accounting around ``fn()`` (which returns a dict of its own figures)."""
+    server = ServerCpu(cluster)
+    server_before, own_before, kids_before, busy_before = server.seconds(), own_cpu(), children_cpu(), system_busy()
+    started = time.monotonic()
+    out = fn()
+    wall = time.monotonic() - started
+    server_cpu = server.seconds() - server_before
+    client_cpu = (own_cpu() - own_before) + (children_cpu() - kids_before)
+    out.update(wall=wall, server_cpu=server_cpu, client_cpu=client_cpu,
+               foreign_cpu=system_busy() - busy_before - server_cpu - client_cpu)
+    return wall, out
+
+
+def _fresh_scratch(cluster: devstack.LocalCluster, kind: str) -> str:
+    from pg_dataops import verify
+
+    # A checkpoint first, untimed: no run pays for the dirty pages of the one before.
+    cluster.psql("-c", "CHECKPOINT")
+    name = verify.temp_database_name(kind, "bench")
+    verify.create_database(cluster.conn(), name)
+    return name
+
+
+def raw_restore(cluster: devstack.LocalCluster, dump, jobs: int) -> dict:
+    """pg_restore -j<jobs> of the dump into a new database (from template0, as the verify step's)."""
+    from pg_dataops import verify
+
+    db = _fresh_scratch(cluster, "bench")
+    argv = [str(devstack.PG_BIN / "pg_restore"), "--exit-on-error", "--no-owner", "--no-privileges",
+            f"--jobs={jobs}", "--no-password", "--dbname", db, dump.path]
+    try:
+        _, out = _timed(cluster, lambda: (subprocess.run(argv, env=cluster.conn(db).libpq_env(), check=True,
+                                                         capture_output=True), {})[1])
+    finally:
+        verify.drop_database(cluster.conn(), db)
+    return out
+
+
+def verify_run(cluster: devstack.LocalCluster, dump, cfg, *, check_connections: int | None = None) -> dict:
+    """verify.verify_backup of the dump, as the verify step runs it; its own split of the time."""
+    from pg_dataops import verify
+
+    db = _fresh_scratch(cluster, "verify")
+    required = tuple(t for t in cfg.verify_required_tables if t in dump.table_counts)
+    try:
+        def run() -> dict:
+            res = verify.verify_backup(cluster.conn(), db, dump.path, fmt=dump.format,
+                                       expected_counts=dump.table_counts,
+                                       backup_server_version_num=dump.server_version_num, jobs=cfg.restore_jobs,
+                                       pg_bin_root=cfg.pg_bin_root, required_tables=required,
+                                       check_connections=check_connections)
+            if not res.verified:
+                raise RuntimeError(f"the benchmark's restore test did not verify: {res.mismatches}")
+            return {**res.timings, "checks": res.check_seconds, "indexes": int(res.amcheck.split()[0])}
+
+        _, out = _timed(cluster, run)
+    finally:
+        verify.drop_database(cluster.conn(), db)
+    return out
+
+
+def bench_verify(cluster: devstack.LocalCluster, dbname: str, cfg, runs: Runs, work: Path) -> dict:
+    """Raw pg_restore vs the verify step (parallel checks) vs the same with the checks one at a time."""
+    log(f"{dbname}: dump for the restore tests")
+    dump = dump_for_verify(cluster, dbname, cfg, work)
+    try:
+        log(f"{dbname}: raw pg_restore -j{cfg.restore_jobs} vs verify, interleaved")
+        samples = runs.interleaved(
+            raw_restore=lambda: raw_restore(cluster, dump, cfg.restore_jobs),
+            verify=lambda: verify_run(cluster, dump, cfg),
+            verify_serial=lambda: verify_run(cluster, dump, cfg, check_connections=1),
+        )
+    finally:
+        os.unlink(dump.path)
+    return {"name": dbname, "dump_size": dump.size, "tables": len(dump.table_counts),
+            "rows": sum(dump.table_counts.values()), "db_size": database_size(cluster, dbname), **samples}
+
+
+def verify_report(shapes: dict[str, dict], cfg, quick: bool) -> str:
+    j = cfg.restore_jobs
+    lines = [
+        "",
+        f"## What verification costs: the verify step vs raw `pg_restore -j{j}`",
+        "",
+        f"The same dump (`{cfg.dump_format}`, -Z{cfg.dump_compression}) restored into a new database each run. "
+        f"**verify** = `verify.verify_backup` as the verify step runs it (restore with -j{j}, then the row counts "
+        f"and `bt_index_check(heapallindexed)` in parallel over {j} connections, largest first); "
+        "**one at a time** = the same checks on one connection (how they ran before). Busy seconds add up the "
+        "time each check held a connection; with parallel checks the wall time is less. "
+        + ("Single run each (BENCH_QUICK=1)." if quick else "Medians of 3 runs after 1 warm-up."),
+        "",
+        f"| data shape | database MB | dump MB | tables / btree indexes | raw pg_restore -j{j} s "
+        "| **verify s** | **ratio** | restore s | catalog s | counts busy s | amcheck busy s | checks wall s "
+        "| one at a time: verify s | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, d in shapes.items():
+        raw, ver, ser = d["raw_restore"], d["verify"], d["verify_serial"]
+        base = med(raw, "wall")
+        lines.append(
+            f"| {label} (`{d['name']}`) | {d['db_size'] / MB:,.1f} | {d['dump_size'] / MB:,.1f} | "
+            f"{d['tables']} / {ver[-1]['indexes']} | {base:.2f} | **{med(ver, 'wall'):.2f}** | "
+            f"**{med(ver, 'wall') / base:.2f}** | {med(ver, 'restore'):.2f} | {med(ver, 'catalog'):.2f} | "
+            f"{med(ver, 'counts'):.2f} | {med(ver, 'amcheck'):.2f} | {med(ver, 'checks_wall'):.2f} | "
+            f"{med(ser, 'wall'):.2f} | {med(ser, 'wall') / base:.2f} |")
+    worst = max(med(d["verify"], "wall") / med(d["raw_restore"], "wall") for d in shapes.values())
+    disturbed = sum(r["disturbed"] for d in shapes.values() for k in ("raw_restore", "verify", "verify_serial")
+                    for r in d[k])
+    lines += [
+        "",
+        f"Target: the whole verification within 1.3x the raw restore: **{'met' if worst <= 1.3 else 'NOT met'}** "
+        f"(worst shape {worst:.2f}x).",
+        *([f"**Warning:** {disturbed} of these runs shared the vCPUs with other workloads; their timings are "
+           "inflated."] if disturbed else []),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------------
 
@@ -622,6 +772,8 @@ def moments_from(first: dt.datetime):
 def main() -> int:
     target_mb = env_int("BENCH_SIZE_MB", 1000)
     quick = os.environ.get("BENCH_QUICK", "").strip() not in ("", "0")
+    # only the restore-test part (skips timing the dumps; the databases are still built)
+    verify_only = os.environ.get("BENCH_VERIFY_ONLY", "").strip() not in ("", "0")
     cfg = load_config()
     level = cfg.dump_compression
     if cfg.dump_format != "custom":
@@ -646,28 +798,41 @@ def main() -> int:
             f"and {small_users:,} users")
         names = {"full": "glimpse_full", "small": "glimpse_small"}
         loads = load_in_parallel(cluster, {names["full"]: full_users, names["small"]: small_users})
-        for db in names.values():
+        pgbench_scale = max(1, round(env_int("BENCH_PGBENCH_MB", round(target_mb * 0.64)) / PGBENCH_MB_PER_SCALE))
+        log(f"loading pgbench -i -s {pgbench_scale}")
+        loads["pgbench_shape"] = load_pgbench(cluster, "pgbench_shape", pgbench_scale)
+        for db in (*names.values(), "pgbench_shape"):
             settle(cluster, db)
         log("loaded: " + ", ".join(f"{db} {database_size(cluster, db) / MB:,.1f} MB in {t:.0f} s"
                                    for db, t in loads.items()))
 
         moments = moments_from(FIRST_MOMENT)
         sizes = {}
-        for label, users in (("full", full_users), ("small", small_users)):
+        for label, users in () if verify_only else (("full", full_users), ("small", small_users)):
             db = names[label]
             sizes[label] = bench_database(cluster, s3, db, level, runs, work, moments, with_z9=(label == "full"))
             sizes[label].update(users=users, load=loads[db], db_size=database_size(cluster, db))
 
-        text = report({
-            "when": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-            "machine": machine_facts(), "quick": quick, "level": level, "cfg": cfg, "target_mb": target_mb,
-            "fixed": fixed, "per_user": per_user, "sizes": sizes,
-        })
+        shapes = {
+            "Glimpse demo (text-heavy)": bench_verify(cluster, names["full"], cfg, runs, work),
+            f"pgbench -s {pgbench_scale} (few wide tables)": bench_verify(cluster, "pgbench_shape", cfg, runs, work),
+        }
+
+        if verify_only:
+            text = (f"# Restore-test benchmark (BENCH_VERIFY_ONLY=1)\n\n- When: "
+                    f"{dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}.\n- Machine: {machine_facts()}.\n")
+        else:
+            text = report({
+                "when": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+                "machine": machine_facts(), "quick": quick, "level": level, "cfg": cfg, "target_mb": target_mb,
+                "fixed": fixed, "per_user": per_user, "sizes": sizes,
+            })
+        text += verify_report(shapes, cfg, quick)
         text += f"\nTotal benchmark time {time.monotonic() - started:.0f} s.\n"
         RESULTS.write_text(text)
         # every sample, for figures the report does not show
         (BENCH_DIR / "samples.json").write_text(json.dumps({k: {n: v for n, v in d.items() if isinstance(v, list)}
-                                                            for k, d in sizes.items()}, indent=1))
+                                                            for k, d in {**sizes, **shapes}.items()}, indent=1))
         print(text)
         log(f"wrote {RESULTS}")
         return 0

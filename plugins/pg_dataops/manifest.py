@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pg_dataops.errors import ManifestError
+from pg_dataops.errors import ManifestError, ObjectExists
 
 MANIFEST_VERSION = 1
 # The runbook's fields first, then what a restore needs to prove itself.
@@ -46,10 +46,41 @@ def build_manifest(*, target: str, tier: str, dump: dict, upload: dict, bucket: 
         },
         "prefix": prefix,
         "airflow": {"dag_id": dag_id, "run_id": run_id},
-        # The restore test's verdict and what it checked (pg_backup's verify step).
+        # The restore test's verdict and what it checked (pg_backup's verify step); every verdict
+        # of this file, oldest first, in verifications (a later one may update the manifest).
         "verified": bool(verification and verification.get("verified")),
         "verification": verification,
+        "verifications": [verification] if verification else [],
     }
+
+
+# What a later verification of the same dump may change in its manifest; nothing else.
+VERDICT_FIELDS = ("verified", "verification", "verifications")
+
+
+def history(doc: dict) -> list[dict]:
+    """Every verdict a manifest holds, oldest first (a manifest from before the list has one)."""
+    if isinstance(doc.get("verifications"), list):
+        return [v for v in doc["verifications"] if isinstance(v, dict)]
+    return [doc["verification"]] if isinstance(doc.get("verification"), dict) else []
+
+
+def with_verdicts(existing: dict, new: dict, source: str = "manifest") -> dict:
+    """``existing`` with the verdicts of ``new`` added: the same dump (file, size, SHA-256, upload and
+    every other field equal) or ObjectExists. Verified once any verification of the file passed;
+    ``verification`` is the newest passing verdict, else the newest one."""
+    differ = sorted(k for k in set(existing) | set(new)
+                    if k not in VERDICT_FIELDS and existing.get(k) != new.get(k))
+    if differ:
+        raise ObjectExists(f"{source} already exists and describes another dump or upload ({', '.join(differ)} "
+                           "differ); refusing to overwrite it: only the verification verdict of a manifest may change")
+    verdicts = history(existing)
+    for v in history(new):
+        if v not in verdicts:
+            verdicts.append(v)
+    passed = [v for v in verdicts if v.get("verified")]
+    current = passed[-1] if passed else (verdicts[-1] if verdicts else None)
+    return {**existing, "verified": bool(passed), "verification": current, "verifications": verdicts}
 
 
 def dumps(manifest: dict) -> str:
