@@ -7,14 +7,22 @@ file name's), never S3's LastModified or a file's mtime. The dump, its `.sha256`
 together. The newest (verified) backup of each target and tier is always kept; orphans and unreadable
 manifests are kept and flagged `KEEP!`.
 
+Only the configured targets' backups are judged; any other target's (a removed target, another
+deployment sharing the bucket and prefix) are kept and listed as `NOT OURS`. A manifest whose
+timestamp is more than a day from the time in its file name is kept and flagged.
+
 S3 (`{prefix}/{daily,weekly,monthly}/`) and the local tree (`local_root`) are both planned before
-anything is deleted. Nothing is deleted at all, and the task fails and alerts, when the S3 listing is
-empty, a backup is dated in the future, or a real run would delete more than `max_delete_fraction`
-of a listing. An empty local tree is fine (a worker without local copies).
+anything is deleted. Nothing is deleted at all, and the task fails and alerts, when this worker's
+clock and S3's (its `Date` header) differ by more than `retention.max_future_skew_minutes`, when a
+configured target's newest verified backup in S3 is older than `monitor_max_backup_age_hours`, when
+the S3 listing has none of the targets' backups, a backup is dated in the future, or a real run
+would delete more than `max_delete_fraction` of a listing. An empty local tree is fine (a worker
+without local copies).
 
 **Params**: `dry_run` (default true: report only). `max_delete_fraction` (default: the config's
 `retention.max_delete_fraction`, 0.5): raise it once, after reading the dry-run report, for the first
-cleanup of a long backlog. The report (one line per backup, with its reason) is in the task log; the
+cleanup of a long backlog. `targets` (default: the configured targets): name others, e.g. a removed
+target, to prune theirs. The report (one line per backup, with its reason) is in the task log; the
 XCom holds the counts and the keys deleted (or that a real run would delete); Slack gets a summary.
 """
 
@@ -27,6 +35,7 @@ from airflow.sdk import DAG, Param
 from pg_dataops.config import load_config
 from pg_dataops.notifiers import default_args
 from pg_dataops.operators_retention import ApplyRetentionOperator
+from pg_dataops.operators_runstate import fail_run_on_any_failure
 
 CFG = load_config()
 
@@ -58,6 +67,14 @@ with DAG(
                         "Needed once, for the first run on a long backlog, after reading the dry-run report "
                         "(it names the value the plan needs).",
         ),
+        "targets": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+            title="Targets (this run only)",
+            description=f"Empty: the configured targets ({', '.join(CFG.target_names)}); other targets' backups "
+                        "are kept. One name per line to prune other targets, e.g. one removed from the config.",
+        ),
     },
     tags=["backup", "postgres", "glimpse", "retention"],
     doc_md=__doc__,
@@ -66,4 +83,8 @@ with DAG(
         task_id="apply_retention",
         dry_run="{{ params.dry_run }}",
         max_delete_fraction="{{ params.max_delete_fraction }}",
+        targets="{{ params.targets }}",
     )
+
+# Last: a failed task makes the run failed (red), and a timed-out run alerts.
+fail_run_on_any_failure(dag)

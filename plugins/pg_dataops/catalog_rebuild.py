@@ -4,6 +4,8 @@ Airflow-free. Every ``.json`` under ``{prefix}/{daily,weekly,monthly}/`` is read
 :func:`pg_dataops.manifest.loads`; each good manifest becomes one upserted backup_logs row (keyed like
 pg_backup's own rows, so running it twice, or on a catalog that survived, changes nothing). A manifest
 that cannot be read, or that contradicts where it sits, is skipped and reported: never guessed at.
+A row is SUCCESS only when the manifest says verified *and* its dump is in S3 with the manifest's
+size; a dump that is missing or of another size makes it FAILED, saying which.
 
 Also a command line, for when Airflow itself is not available::
 
@@ -54,6 +56,8 @@ class RebuildResult:
     success: int = 0
     failed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)  # [{"key": ..., "reason": ...}]
+    # Recorded FAILED because the dump is missing or not the manifest's size: [{"key": manifest key, "problem": ...}]
+    dump_problems: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-safe, for XCom."""
@@ -130,6 +134,40 @@ def row_from_manifest(doc: dict[str, Any], *, bucket: str, prefix: str, key: str
     }
 
 
+def head_size(client, bucket: str, key: str) -> int | None:
+    """The object's size in bytes, or None when there is no such object (other errors are raised)."""
+    try:
+        return client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def dump_problem(row: dict[str, Any], size: int | None) -> str | None:
+    """Why the row's dump in S3 is not the backup its manifest describes; None when it is (by size)."""
+    where = f"s3://{row['s3_bucket']}/{row['s3_key']}"
+    if size is None:
+        return f"the dump {where} is missing"
+    if size != row["file_size_bytes"]:
+        return f"the dump {where} is {size} bytes, the manifest says {row['file_size_bytes']}"
+    return None
+
+
+def failed_for_dump(row: dict[str, Any], problem: str, *, present: bool) -> dict[str, Any]:
+    """The row as FAILED: a verdict on a dump that is not there (or not that dump) proves nothing now."""
+    said = f"; {row['error_message']}" if row["error_message"] else " (rebuilt from manifest, which says verified)"
+    return {
+        **row,
+        "status": "FAILED",
+        "error_message": problem + said,
+        "failed_step": "upload",
+        "s3_uploaded": present,
+        "verified": False,
+        "verified_at": None,
+    }
+
+
 def rebuild_catalog(client, bucket: str, prefix: str, pg, *, max_workers: int = 8) -> RebuildResult:
     """Upsert one backup_logs row per readable manifest; report the rest.
 
@@ -154,14 +192,26 @@ def rebuild_catalog(client, bucket: str, prefix: str, pg, *, max_workers: int = 
         except (ClientError, BotoCoreError) as exc:
             return None, f"cannot read it: {describe_error(exc)}"
 
+    def dump_size(key: str) -> tuple[int | None, str | None]:
+        """(size, None) when the dump beside the manifest exists, (None, None) when it does not."""
+        dump_key = key[: -len(".json")]
+        try:
+            return head_size(client, bucket, dump_key), None
+        except (ClientError, BotoCoreError) as exc:
+            return None, f"cannot check its dump s3://{bucket}/{dump_key}: {describe_error(exc)}"
+
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         bodies = dict(zip(keys, pool.map(fetch, keys), strict=True))
+        dumps = dict(zip(keys, pool.map(dump_size, keys), strict=True))
 
     rows: dict[str, dict[str, Any]] = {}
     for key in keys:
         body, error = bodies[key]
-        if error is not None:
-            result.skipped.append({"key": key, "reason": error})
+        head_error = dumps[key][1]
+        if error is not None or head_error is not None:
+            # A dump that cannot be checked (access denied, a dropped connection) is neither good nor
+            # bad: writing either could overwrite the truth in a catalog that survived.
+            result.skipped.append({"key": key, "reason": error or head_error})
             continue
         try:
             doc = manifest.loads(body, source="manifest")
@@ -183,6 +233,11 @@ def rebuild_catalog(client, bucket: str, prefix: str, pg, *, max_workers: int = 
 
     for key in keys:
         if key in rows:
+            size = dumps[key][0]
+            problem = dump_problem(rows[key], size)
+            if problem is not None:
+                rows[key] = failed_for_dump(rows[key], problem, present=size is not None)
+                result.dump_problems.append({"key": key, "problem": problem})
             catalog.record(pg, rows[key])
             result.recorded += 1
             result.success += rows[key]["status"] == "SUCCESS"

@@ -32,7 +32,7 @@ class RebuildCatalogOperator(BaseOperator):
         try:
             cfg = load_config()
             client = s3_client(cfg.s3_conn_id)
-            pg = pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog"), autocommit=True)
+            pg = pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog", cfg=cfg), autocommit=True)
             try:
                 result = catalog_rebuild.rebuild_catalog(client, cfg.bucket, cfg.prefix, pg)
             finally:
@@ -44,4 +44,6 @@ class RebuildCatalogOperator(BaseOperator):
                       result.success, result.failed, len(result.skipped))
         for s in result.skipped:
             self.log.warning("skipped s3://%s/%s: %s", cfg.bucket, s["key"], s["reason"])
+        for d in result.dump_problems:
+            self.log.warning("recorded FAILED for s3://%s/%s: %s", cfg.bucket, d["key"], d["problem"])
         return result.to_dict()

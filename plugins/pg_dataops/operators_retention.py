@@ -1,8 +1,10 @@
 """Thin Airflow operator over ``pg_dataops.retention``: list, plan, apply (or dry-run), report.
 
-Both listings (S3 and the local tree) are planned before anything is deleted, so a refusal in
-either deletes nothing anywhere. A worker without local copies is normal: an empty local tree is
-skipped, while an empty S3 listing is a refusal (a wrong bucket or prefix, or a failed listing).
+First this worker's clock is checked against S3's (its ``Date`` header). Both listings (S3 and the
+local tree) are planned, and the configured targets' newest verified backups in S3 checked for age,
+before anything is deleted, so a refusal in any of them deletes nothing anywhere. A worker without
+local copies is normal: an empty local tree is skipped, while an S3 listing without the targets'
+backups is a refusal (a wrong bucket, prefix or target, or a failed listing).
 
 The core modules are imported in ``execute``: the DAG file only needs the class, so it parses fast.
 """
@@ -64,16 +66,21 @@ def as_targets(value: Any) -> list[str] | None:
 
 def minimum_fraction(plan: RetentionPlan) -> float:
     """The smallest max_delete_fraction (two decimals, rounded up) that lets this plan through."""
-    return math.ceil(len(plan.delete) / len(plan.decisions) * 100) / 100
+    return math.ceil(len(plan.delete) / len(plan.judged) * 100) / 100
 
 
 class ApplyRetentionOperator(BaseOperator):
-    """GFS retention of every backup in S3 and under ``local_root``, by each backup's own timestamp.
+    """GFS retention of the targets' backups in S3 and under ``local_root``, by each backup's own timestamp.
+
+    Refuses (fails, deleting nothing anywhere) when this worker's clock and S3's differ by more than
+    ``retention.max_future_skew_minutes``, when a configured target's newest verified backup in S3 is
+    older than ``monitor_max_backup_age_hours``, and when :func:`pg_dataops.retention.plan_retention`
+    refuses. Other targets' backups are kept and listed as "not ours".
 
     :param dry_run: plan and report only. A dry run whose plan exceeds ``max_delete_fraction``
         still succeeds (the report is what a human needs to decide); a real run fails.
     :param max_delete_fraction: overrides ``retention.max_delete_fraction`` for this run (None: config).
-    :param targets: only these targets' backups (None: every backup found).
+    :param targets: only these targets' backups (None: the configured targets).
     :param notify: post a short summary to Slack (best effort: a failed post is logged, not raised).
     """
 
@@ -105,35 +112,54 @@ class ApplyRetentionOperator(BaseOperator):
         dry_run = as_bool(self.dry_run, "dry_run")
         fraction = as_fraction(self.max_delete_fraction)
         fraction = cfg.retention.max_delete_fraction if fraction is None else fraction
-        targets = as_targets(self.targets)
-        now = dt.datetime.now(dt.UTC)  # retention is about what exists now, not the run's logical date
-        suffix = f" (targets {', '.join(targets)})" if targets else ""
+        named = as_targets(self.targets)
+        # Only this deployment's targets, unless a human names others (e.g. a removed target's backups):
+        # the bucket and prefix may hold backups this config knows nothing about.
+        targets = sorted(set(named)) if named is not None else sorted(cfg.target_names)
+        skew = dt.timedelta(minutes=cfg.retention.max_future_skew_minutes)
+        s3_source, local_source = f"s3://{cfg.bucket}/{cfg.prefix}", cfg.local_root
 
         client = s3_client(cfg.s3_conn_id)
+        try:
+            # Every age is measured from this clock: check it against S3's before anything else.
+            server_time = retention.s3_server_time(client, cfg.bucket)
+            now = dt.datetime.now(dt.UTC)  # retention is about what exists now, not the run's logical date
+            retention.check_clock(now, server_time, skew, server=f"S3 at {client.meta.endpoint_url}")
+        except RetentionRefused as exc:
+            raise AirflowFailException(f"{exc}; nothing was deleted") from exc
         listings = {
-            "s3": (f"s3://{cfg.bucket}/{cfg.prefix}{suffix}",
-                   self._only(retention.list_s3_backups(client, cfg.bucket, cfg.prefix, cfg.timezone), targets)),
-            "local": (f"{cfg.local_root}{suffix}",
-                      self._only(retention.list_local_backups(cfg.local_root, cfg.timezone), targets)),
+            "s3": (s3_source, retention.list_s3_backups(client, cfg.bucket, cfg.prefix, cfg.timezone)),
+            "local": (local_source, retention.list_local_backups(cfg.local_root, cfg.timezone)),
         }
+
         plans: dict[str, RetentionPlan] = {}
         refused: dict[str, RetentionRefused] = {}
+        newest: dict[str, BackupItem] = {}
         for where, (source, items) in listings.items():
-            if where == "local" and not items:
-                self.log.info("no local backups under %s: nothing to do locally (a worker without local copies)",
-                              source)
+            if where == "local" and not any(i.target in targets for i in items):
+                self.log.info("no local backups of %s under %s: nothing to do locally (a worker without local "
+                              "copies)", ", ".join(targets), source)
                 continue
             try:
                 plans[where] = retention.plan_retention(
-                    items, now, cfg.retention, max_delete_fraction=fraction,
-                    max_future_skew=dt.timedelta(minutes=cfg.retention.max_future_skew_minutes),
-                    timezone=cfg.timezone, source=source,
+                    items, now, cfg.retention, max_delete_fraction=fraction, max_future_skew=skew,
+                    timezone=cfg.timezone, source=source, targets=targets,
                 )
             except RetentionRefused as exc:
                 refused[where] = exc
 
+        try:
+            # Asked of configured targets only: a removed target named by hand has stopped on purpose. S3 is
+            # where every verified backup ends up; a worker's local tree may be partial.
+            newest = retention.check_recent_backups(
+                listings["s3"][1], now, [t for t in targets if t in cfg.target_names],
+                dt.timedelta(hours=cfg.monitor_max_backup_age_hours), source=s3_source, timezone=cfg.timezone)
+        except RetentionRefused as exc:
+            refused["recent"] = exc  # no plan: fails dry runs too
+
         # A plan that only exceeds max_delete_fraction is still shown by a dry run: that report is how a
-        # human decides to raise it once. Anything else (empty listing, future timestamps) fails any run.
+        # human decides to raise it once. Anything else (empty listing, future timestamps, no recent
+        # verified backup) fails any run.
         if refused and (not dry_run or any(exc.plan is None for exc in refused.values())):
             reasons = []
             for exc in refused.values():
@@ -163,33 +189,34 @@ class ApplyRetentionOperator(BaseOperator):
         summary = {
             "dry_run": dry_run,
             "now": now.isoformat(),
+            "s3_server_time": server_time.isoformat(),
             "max_delete_fraction": fraction,
             "targets": targets,
-            **{where: self._summary(listings[where][0], plans.get(where), results.get(where), refused.get(where))
-               for where in listings},
+            "targets_from": "param" if named is not None else "config",
+            "newest_verified": {t: b.display for t, b in sorted(newest.items())},
+            **{where: self._summary(source, items, targets, plans.get(where), results.get(where), refused.get(where))
+               for where, (source, items) in listings.items()},
         }
         if self.notify:
             self._post(cfg, context, summary, plans, results)
         return summary
 
     @staticmethod
-    def _only(items: list[BackupItem], targets: list[str] | None) -> list[BackupItem]:
-        return items if targets is None else [i for i in items if i.target in targets]
-
-    @staticmethod
-    def _summary(source: str, plan: RetentionPlan | None, result: ApplyResult | None,
-                 refused: RetentionRefused | None) -> dict:
+    def _summary(source: str, items: list[BackupItem], targets: list[str], plan: RetentionPlan | None,
+                 result: ApplyResult | None, refused: RetentionRefused | None) -> dict:
         """JSON-safe, for XCom: counts, and the keys (or paths) deleted or that a real run would delete."""
         from pg_dataops import retention
 
+        # Other targets' backups are listed whether or not there was anything of ours to plan.
+        not_ours = [i.display for i in items if i.target not in targets]
         if plan is None or result is None:
             return {"source": source, "backups": 0, "kept": 0, "deleted": 0, "deleted_keys": [], "would_delete": 0,
                     "would_delete_keys": [], "attention": [], "refused": None, "minimum_max_delete_fraction": None,
-                    "removed_dirs": [], "report": None}
+                    "removed_dirs": [], "report": None, "not_ours": not_ours}
         return {
             "source": source,
-            "backups": len(plan.decisions),
-            "kept": len(plan.keep),
+            "backups": len(plan.judged),
+            "kept": len(plan.keep) - len(plan.not_ours),
             "deleted": len(result.deleted),
             "deleted_keys": result.deleted_paths,
             "would_delete": len(result.would_delete),
@@ -199,6 +226,7 @@ class ApplyRetentionOperator(BaseOperator):
             "minimum_max_delete_fraction": minimum_fraction(plan) if refused else None,
             "removed_dirs": result.removed_dirs,
             "report": retention.format_report(plan, result).splitlines()[0],
+            "not_ours": not_ours,
         }
 
     def _post(self, cfg: Config, context: Context, summary: dict, plans: dict, results: dict) -> None:
@@ -218,7 +246,7 @@ class ApplyRetentionOperator(BaseOperator):
                     lines.append(f"a real run would be refused: needs max_delete_fraction >= "
                                  f"{summary[where]['minimum_max_delete_fraction']}")
             else:
-                lines.append(f"no local backups under {summary[where]['source']}")
+                lines.append(f"no local backups of {', '.join(summary['targets'])} under {summary[where]['source']}")
         lines.append(policy)
         text = "\n".join(lines)
         try:

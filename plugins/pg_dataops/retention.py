@@ -3,17 +3,23 @@
 A backup is three parts (the dump, its ``.sha256`` and its ``.json`` manifest) that are kept or
 deleted together. Age comes from the backup's own timestamp: the manifest's ``timestamp``, else the
 time in the file name (local time in the config time zone); never S3's LastModified or a file's
-mtime, which a copy, a restore or a re-upload resets.
+mtime, which a copy, a restore or a re-upload resets. A manifest timestamp more than a day from the
+time in its file name is a contradiction: that backup is kept and flagged, not guessed at.
 
 :func:`plan_retention` is pure: it decides and gives a reason for every backup, and refuses
-(:class:`RetentionRefused`, nothing deleted) when the listing looks wrong. ``list_*`` build its input
-and ``apply_*`` carry a plan out. Anything it cannot read with certainty is kept and reported.
+(:class:`RetentionRefused`, nothing deleted) when the listing looks wrong. Only the targets it is
+given are judged; other targets' backups (a removed target, another deployment sharing the prefix)
+are kept as "not ours". :func:`check_clock` and :func:`check_recent_backups` are the run-wide
+guards (this clock against S3's, and a pipeline that stopped producing verified backups).
+``list_*`` build the input and ``apply_*`` carry a plan out. Anything it cannot read with certainty
+is kept and reported.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import email.utils
 import json
 import logging
 import os
@@ -21,6 +27,7 @@ import posixpath
 import re
 import zoneinfo
 from collections import defaultdict
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -43,6 +50,9 @@ _NAME_RE = re.compile(
     r"(?P<ext>\.dump|\.tar|\.sql\.gz|\.sql)$"
 )
 _MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a real manifest is a few kB; anything bigger is not one
+# A scheduled run names its file from the logical date and snapshots seconds later; a day apart is
+# no longer the same moment (a run cleared weeks late, a hand-edited manifest, a wrong clock).
+MAX_NAME_SKEW = dt.timedelta(days=1)
 
 
 class RetentionError(BackupError):
@@ -81,6 +91,9 @@ class BackupItem:
     location: str = ""  # s3://bucket/prefix or local_root, for messages
     display: str = ""  # relative to location: daily/glimpse_daily_... or daily/2026/11/glimpse_daily_...
     problem: str | None = None  # why it must be kept and looked at (unreadable or inconsistent manifest)
+    # The manifest's timestamp is more than MAX_NAME_SKEW from its file name's: which one dates it is
+    # unknown, so retention keeps it; its manifest still says when the pipeline took it.
+    time_conflict: str | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -104,6 +117,7 @@ class Decision:
     action: str  # KEEP or DELETE
     reason: str
     attention: bool = False  # kept because it could not be judged: an operator should look
+    not_ours: bool = False  # another target's backup: kept, not judged
 
 
 @dataclass(frozen=True)
@@ -113,10 +127,15 @@ class RetentionPlan:
     cutoffs: dict[str, dt.datetime]  # tier -> backups at or before it are out of their window
     decisions: tuple[Decision, ...]
     source: str = ""
+    targets: tuple[str, ...] | None = None  # the targets judged; None: every target found
 
     @property
     def keep(self) -> list[Decision]:
         return [d for d in self.decisions if d.action == KEEP]
+
+    @property
+    def not_ours(self) -> list[Decision]:
+        return [d for d in self.decisions if d.not_ours]
 
     @property
     def delete(self) -> list[Decision]:
@@ -125,6 +144,11 @@ class RetentionPlan:
     @property
     def attention(self) -> list[Decision]:
         return [d for d in self.decisions if d.attention]
+
+    @property
+    def judged(self) -> list[Decision]:
+        """The decisions about the plan's own targets (what max_delete_fraction is measured against)."""
+        return [d for d in self.decisions if not d.not_ours]
 
 
 @dataclass
@@ -189,7 +213,7 @@ def _build_item(
     problems = []
     if name_tier != tier:
         problems.append(f"its name says {name_tier} but it is under {tier}/")
-    timestamp, source, verified = name_time, "file name", False
+    timestamp, source, verified, time_conflict = name_time, "file name", False, None
     if "manifest" in parts:
         doc = None
         if manifest_error:
@@ -211,6 +235,13 @@ def _build_item(
             from_manifest = parse_timestamp(doc.get("timestamp"))
             if from_manifest is not None:
                 timestamp, source = from_manifest, "manifest"
+                if abs(from_manifest - name_time) > MAX_NAME_SKEW:
+                    days = (from_manifest - name_time).total_seconds() / 86400
+                    time_conflict = (
+                        f"manifest timestamp {from_manifest:%Y-%m-%d %H:%M} UTC is {abs(days):.1f} days "
+                        f"{'after' if days > 0 else 'before'} the time in its file name "
+                        f"({name_time:%Y-%m-%d %H:%M} UTC)"
+                    )
             elif "timestamp" in doc:
                 source = f"file name (manifest timestamp {doc['timestamp']!r} is not ISO-8601 with a zone)"
             else:
@@ -220,7 +251,7 @@ def _build_item(
         target=target, tier=tier, file=base, timestamp=timestamp, timestamp_source=source, verified=verified,
         data=parts.get("data"), checksum=parts.get("checksum"), manifest=parts.get("manifest"),
         location=location, display=posixpath.dirname(next(iter(parts.values())))[len(strip):] + "/" + base,
-        problem="; ".join(problems) or None,
+        problem="; ".join(problems) or None, time_conflict=time_conflict,
     )
 
 
@@ -268,12 +299,15 @@ def plan_retention(
     max_future_skew: dt.timedelta,
     timezone: str | None = None,
     source: str = "",
+    targets: Collection[str] | None = None,
 ) -> RetentionPlan:
     """Decide, with a reason, which backups to keep and which to delete.
 
     ``timezone`` is the calendar of the windows (the config's; default: ``now``'s own zone).
-    Raises RetentionRefused, deleting nothing, when the listing is empty, a backup is dated more
-    than ``max_future_skew`` after ``now``, or more than ``max_delete_fraction`` would go at once.
+    ``targets``: only these targets' backups are judged; every other backup is kept as "not ours"
+    (None: every target found). Raises RetentionRefused, deleting nothing, when no backup of the
+    targets is listed, one of them is dated more than ``max_future_skew`` after ``now``, or more
+    than ``max_delete_fraction`` of them would go at once.
     """
     if now.tzinfo is None:
         raise ValueError("plan_retention needs a timezone-aware now")
@@ -281,17 +315,25 @@ def plan_retention(
         raise ValueError(f"max_delete_fraction: {max_delete_fraction} is outside 0..1")
     if max_future_skew < dt.timedelta(0):
         raise ValueError(f"max_future_skew: {max_future_skew} is negative")
+    if targets is not None and not targets:
+        raise ValueError("targets: an empty list would judge nothing; pass None for every target")
     tz = zoneinfo.ZoneInfo(timezone) if timezone else now.tzinfo
     now = now.astimezone(tz)
     where = source or (backups[0].location if backups else "the listing")
+    scope = tuple(sorted(set(targets))) if targets is not None else None
+    ours = [b for b in backups if scope is None or b.target in scope]
+    others = [b for b in backups if scope is not None and b.target not in scope]
 
-    if not backups:
+    if not ours:
+        whose = f" for target(s) {', '.join(scope)}" if scope else ""
+        besides = (f" (only {len(others)} backup(s) of other targets: {', '.join(sorted({b.target for b in others}))})"
+                   if others else "")
         raise RetentionRefused(
-            f"retention refused: no backups found in {where}; an empty listing means a wrong bucket, prefix "
-            "or local_root, or a listing that failed, not that there is nothing to keep"
+            f"retention refused: no backups found in {where}{whose}{besides}; an empty listing means a wrong bucket, "
+            "prefix, local_root or target name, or a listing that failed, not that there is nothing to keep"
         )
     latest_ok = now + max_future_skew
-    future = sorted((b for b in backups if b.timestamp and b.timestamp > latest_ok), key=lambda b: b.timestamp)
+    future = sorted((b for b in ours if b.timestamp and b.timestamp > latest_ok), key=lambda b: b.timestamp)
     if future:
         worst = future[-1]
         raise RetentionRefused(
@@ -302,7 +344,7 @@ def plan_retention(
 
     cutoffs = cutoffs_for(now, policy)
     # Protection is chosen among backups we can judge; an orphan or unreadable one is kept anyway.
-    judgeable = [b for b in backups if b.complete and b.problem is None and b.timestamp and b.tier in TIERS]
+    judgeable = [b for b in ours if _judgeable(b)]
     by_group: dict[tuple[str, str], list[BackupItem]] = defaultdict(list)
     for b in judgeable:
         by_group[(b.target, b.tier)].append(b)
@@ -318,10 +360,16 @@ def plan_retention(
 
     decisions = []
     for b in sorted(backups, key=lambda b: (b.target, b.tier, b.timestamp or now, b.file)):
-        decisions.append(_decide(b, cutoffs, policy, now, tz, protected.get(id(b))))
+        if scope is not None and b.target not in scope:
+            decisions.append(Decision(b, KEEP, f"not ours: target {b.target} is not one of {', '.join(scope)}; "
+                                               "kept", not_ours=True))
+        else:
+            decisions.append(_decide(b, cutoffs, policy, now, tz, protected.get(id(b))))
 
-    plan = RetentionPlan(now=now, policy=policy, cutoffs=cutoffs, decisions=tuple(decisions), source=where)
-    n_delete, total = len(plan.delete), len(backups)
+    plan = RetentionPlan(now=now, policy=policy, cutoffs=cutoffs, decisions=tuple(decisions), source=where,
+                         targets=scope)
+    # The guard is about our own history: other targets' backups kept aside must not dilute it.
+    n_delete, total = len(plan.delete), len(ours)
     if n_delete > max_delete_fraction * total:
         raise RetentionRefused(
             f"retention refused: the plan would delete {n_delete} of {total} backups in {where} "
@@ -333,11 +381,17 @@ def plan_retention(
     return plan
 
 
+def _judgeable(b: BackupItem) -> bool:
+    return (b.complete and b.problem is None and b.time_conflict is None and b.timestamp is not None
+            and b.tier in TIERS)
+
+
 def _decide(b: BackupItem, cutoffs, policy: Retention, now, tz, protection: str | None) -> Decision:
     if not b.complete:
         return Decision(b, KEEP, f"orphan: missing {', '.join(b.missing)}; kept, check it", attention=True)
-    if b.problem:
-        return Decision(b, KEEP, f"{b.problem}; kept, check it", attention=True)
+    if b.problem or b.time_conflict:
+        why = "; ".join(p for p in (b.problem, b.time_conflict) if p)
+        return Decision(b, KEEP, f"{why}; kept, check it", attention=True)
     if b.tier not in TIERS or b.timestamp is None:
         return Decision(b, KEEP, "no tier or timestamp to judge it by; kept, check it", attention=True)
     age_days = (now - b.timestamp).total_seconds() / 86400
@@ -349,6 +403,92 @@ def _decide(b: BackupItem, cutoffs, policy: Retention, now, tz, protection: str 
     if protection:
         return Decision(b, KEEP, f"{when}, older than {window} but {protection}")
     return Decision(b, DELETE, f"{when}, older than {window} (not after {_local(cutoff, tz)})")
+
+
+# --- run-wide guards ------------------------------------------------------------------------------
+
+
+def check_clock(now: dt.datetime, server_time: dt.datetime, max_skew: dt.timedelta, *, server: str) -> None:
+    """RetentionRefused when this clock and the storage server's differ by more than ``max_skew``.
+
+    Every age is measured from ``now``: a worker clock 20 days fast ages every backup 20 days. Which
+    of the two clocks is wrong cannot be told from here, so either way nothing is deleted.
+    """
+    if now.tzinfo is None or server_time.tzinfo is None:
+        raise ValueError("check_clock needs timezone-aware times")
+    skew = now - server_time
+    if abs(skew) > max_skew:
+        direction = "ahead of" if skew > dt.timedelta(0) else "behind"
+        raise RetentionRefused(
+            f"retention refused: this worker's clock ({now.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC) is "
+            f"{_duration(abs(skew))} {direction} the clock of {server} "
+            f"({server_time.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC), more than "
+            f"retention.max_future_skew_minutes ({max_skew.total_seconds() / 60:g}); every backup's age would be "
+            "wrong by as much. Fix the clock (NTP) of the worker or of the storage server"
+        )
+
+
+def s3_server_time(client, bucket: str) -> dt.datetime:
+    """The S3 server's clock: the ``Date`` header of its answer to a HEAD of the bucket."""
+    try:
+        resp = client.head_bucket(Bucket=bucket)
+    except (ClientError, BotoCoreError) as exc:
+        raise RetentionError(f"cannot reach s3://{bucket} to read its clock: {describe_error(exc)}") from None
+    date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        moment = email.utils.parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise RetentionRefused(
+            f"retention refused: S3 at {client.meta.endpoint_url} sent no usable Date header ({date!r}), so this "
+            "worker's clock cannot be checked against it"
+        )
+    return moment
+
+
+def check_recent_backups(
+    backups: list[BackupItem], now: dt.datetime, targets: Collection[str], max_age: dt.timedelta, *,
+    source: str, timezone: str | None = None,
+) -> dict[str, BackupItem]:
+    """RetentionRefused unless each of ``targets`` has a verified backup newer than ``max_age``.
+
+    A pipeline that stopped producing verified backups is no time to prune: every run would take
+    history away while nothing new arrives. A backup counts by its manifest's timestamp (the moment
+    the pipeline took it), also one whose file name is from another day (a run cleared late). Returns
+    the newest verified backup of each target.
+    """
+    tz = zoneinfo.ZoneInfo(timezone) if timezone else now.tzinfo
+    newest: dict[str, BackupItem] = {}
+    for b in backups:
+        if (b.target in targets and b.verified and b.complete and b.problem is None
+                and b.timestamp_source == "manifest" and b.timestamp is not None):
+            if b.target not in newest or (b.timestamp, b.file) > (newest[b.target].timestamp, newest[b.target].file):
+                newest[b.target] = b
+    stale = []
+    for target in sorted(set(targets)):
+        b = newest.get(target)
+        if b is None:
+            stale.append(f"{target} has no verified backup in {source}")
+        elif now - b.timestamp > max_age:
+            stale.append(f"the newest verified backup of {target} is {_duration(now - b.timestamp)} old "
+                         f"({b.display}, {_local(b.timestamp, tz)}), older than monitor_max_backup_age_hours "
+                         f"({max_age.total_seconds() / 3600:g})")
+    if stale:
+        raise RetentionRefused(
+            "retention refused: " + "; ".join(stale) + ". A pipeline that stopped producing verified backups is "
+            "no time to prune: nothing is deleted until a fresh backup of every target is verified"
+        )
+    return newest
+
+
+def _duration(delta: dt.timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    if hours >= 48:
+        return f"{hours / 24:.1f} days"
+    if hours >= 2:
+        return f"{hours:.1f} hours"
+    return f"{delta.total_seconds() / 60:.0f} minutes"
 
 
 # --- S3 -------------------------------------------------------------------------------------------
@@ -532,10 +672,12 @@ def format_report(plan: RetentionPlan, applied: ApplyResult | None = None) -> st
     else:
         mode, verb = "applied", "deleted"
     n_deleted = len(deleted) if applied and not applied.dry_run else len(plan.delete)
+    not_ours = plan.not_ours
     lines = [
         f"Retention of {plan.source} at {_local(plan.now, tz)} ({mode}): {len(plan.decisions)} backups, "
         f"keep {len(plan.keep)}, {verb} {n_deleted}"
-        + (f", {len(plan.attention)} need attention" if plan.attention else ""),
+        + (f", {len(plan.attention)} need attention" if plan.attention else "")
+        + (f", {len(not_ours)} not ours ({', '.join(sorted({d.item.target for d in not_ours}))})" if not_ours else ""),
         "policy: " + ", ".join(
             f"{tier} {_window(plan.policy, tier)} (after {_local(plan.cutoffs[tier], tz)})" for tier in TIERS
         ),
@@ -544,7 +686,9 @@ def format_report(plan: RetentionPlan, applied: ApplyResult | None = None) -> st
         lines.append(f"STOPPED: {applied.error}")
     for d in plan.decisions:
         b = d.item
-        if d.action == KEEP:
+        if d.not_ours:
+            label = "NOT OURS"
+        elif d.action == KEEP:
             label = "KEEP!" if d.attention else "KEEP"
         elif applied is None:
             label = "DELETE"

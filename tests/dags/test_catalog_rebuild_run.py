@@ -8,7 +8,14 @@ import devstack
 import psycopg
 import pytest
 
-from tests.integration.test_catalog_rebuild import EXPECTED_SKIPPED, PREFIX, expected_rows, put_manifests, rows
+from tests.integration.test_catalog_rebuild import (
+    EXPECTED_SKIPPED,
+    PREFIX,
+    expected_dump_problems,
+    expected_rows,
+    put_manifests,
+    rows,
+)
 
 from .conftest import BackupRun, json_posts
 
@@ -43,18 +50,21 @@ def test_rebuild_into_a_fresh_catalog(run_rebuild, cluster, s3, bucket, receiver
     put_manifests(s3.client(), bucket)
     dbname = fresh_catalog(cluster)
     run = run_rebuild(bucket=bucket, catalog_db=dbname)
-    assert run.succeeded, run.output[-3000:]
+    assert run.state == "success", run.output[-3000:]
+    # SUCCESS only for the verified manifest whose dump is in S3 at its size; a missing or resized dump is FAILED.
     assert [r[1:] for r in rows(cluster, dbname)] == expected_rows(bucket)
     for skipped in EXPECTED_SKIPPED:
         assert f"skipped s3://{bucket}/{skipped['key']}: {skipped['reason']}" in run.output
-    assert "8 manifests, 3 rows (1 SUCCESS, 2 FAILED), 5 skipped" in run.output
+    for problem in expected_dump_problems(bucket):
+        assert f"recorded FAILED for s3://{bucket}/{problem['key']}: {problem['problem']}" in run.output
+    assert "10 manifests, 5 rows (1 SUCCESS, 4 FAILED), 5 skipped" in run.output
     assert receiver.requests == []
 
 
 def test_no_manifests_fails_and_alerts(run_rebuild, cluster, bucket, receiver):
     dbname = fresh_catalog(cluster)
     run = run_rebuild(bucket=bucket, catalog_db=dbname)
-    assert run.failed, run.output[-3000:]
+    assert run.state == "failed", run.output[-3000:]
     cause = f"no manifests found under s3://{bucket}/{PREFIX}/{{daily,weekly,monthly}}/"
     (slack,) = json_posts(receiver, "/slack")
     assert f"DAG: `{DAG_ID}`  task: `rebuild_catalog`" in slack["text"] and cause in slack["text"]

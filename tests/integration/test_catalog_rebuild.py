@@ -45,6 +45,9 @@ def doc(file: str, tier: str, snapshot: str, *, verification: dict | None, run_i
 GOOD = "glimpse_daily_20261124_020000.dump"
 UNVERIFIED = "glimpse_weekly_20261122_020000.dump"
 OUTSIDE = "glimpse_monthly_20261101_020000.dump"  # no airflow ids, no verification at all
+MISSING = "glimpse_daily_20261126_020000.dump"  # verified, but its dump is gone from S3
+RESIZED = "glimpse_daily_20261127_020000.dump"  # verified, but the object is not the manifest's size
+DUMP_BODY = b"PGDMP" + bytes(123456 - 5)  # the size every doc() manifest records
 
 
 @pytest.fixture
@@ -55,7 +58,8 @@ def manifests(s3, bucket):
 
 
 def put_manifests(client, bucket: str) -> None:
-    """Three good manifests (verified, unverified, from outside Airflow) with their dumps, and five to skip."""
+    """Three good manifests (verified, unverified, from outside Airflow) with their dumps, two verified ones
+    whose dump is missing or of another size, and five to skip."""
 
     def put(key: str, body: bytes) -> None:
         client.put_object(Bucket=bucket, Key=key, Body=body)
@@ -67,9 +71,15 @@ def put_manifests(client, bucket: str) -> None:
                      verification={"verified": False, "error": "public.users: 2999 rows, the dump had 3000"},
                      run_id="scheduled__2026-11-21T17:00:00+00:00")
     outside = doc(OUTSIDE, "monthly", "2026-10-31T17:00:03+00:00", verification=None)
-    for d in (good, unverified, outside):
+    missing = doc(MISSING, "daily", "2026-11-25T17:00:01Z", verification={"verified": True,
+                  "checked_at": "2026-11-25T17:03:10Z"}, run_id="scheduled__2026-11-25T17:00:00+00:00")
+    resized = doc(RESIZED, "daily", "2026-11-26T17:00:01Z", verification={"verified": True,
+                  "checked_at": "2026-11-26T17:03:10Z"}, run_id="scheduled__2026-11-26T17:00:00+00:00")
+    for d, body in ((good, DUMP_BODY), (unverified, DUMP_BODY), (outside, DUMP_BODY), (missing, None),
+                    (resized, DUMP_BODY[:-1])):
         key = d["s3"]["key"]
-        put(key, b"PGDMP")
+        if body is not None:
+            put(key, body)
         put(key + ".sha256", f"{d['checksum']}  {d['file']}\n".encode())
         put(key + ".json", manifest.dumps(d).encode())
     # To be skipped, each for its own reason.
@@ -113,6 +123,14 @@ def expected_rows(bucket: str) -> list[tuple]:
         (at(2026, 11, 23, 17, 0, 1, 500000), "daily", *common, GOOD, 123456, "ab" * 32, 12.5, "SUCCESS", None, None,
          bucket, f"{PREFIX}/daily/{GOOD}", True, True, at(2026, 11, 23, 17, 3, 10), "pg_backup",
          "scheduled__2026-11-23T17:00:00+00:00"),
+        (at(2026, 11, 25, 17, 0, 1), "daily", *common, MISSING, 123456, "ab" * 32, 12.5, "FAILED",
+         f"the dump s3://{bucket}/{PREFIX}/daily/{MISSING} is missing (rebuilt from manifest, which says verified)",
+         "upload", bucket, f"{PREFIX}/daily/{MISSING}", False, False, None, "pg_backup",
+         "scheduled__2026-11-25T17:00:00+00:00"),
+        (at(2026, 11, 26, 17, 0, 1), "daily", *common, RESIZED, 123456, "ab" * 32, 12.5, "FAILED",
+         f"the dump s3://{bucket}/{PREFIX}/daily/{RESIZED} is 123455 bytes, the manifest says 123456 (rebuilt from "
+         "manifest, which says verified)", "upload", bucket, f"{PREFIX}/daily/{RESIZED}", True, False, None,
+         "pg_backup", "scheduled__2026-11-26T17:00:00+00:00"),
         (at(2026, 10, 31, 17, 0, 3), "monthly", *common, OUTSIDE, 123456, "ab" * 32, 12.5, "FAILED", FAILED_MESSAGE,
          "verify", bucket, f"{PREFIX}/monthly/{OUTSIDE}", True, False, None, "rebuilt",
          f"{PREFIX}/monthly/{OUTSIDE}.json"),
@@ -120,6 +138,13 @@ def expected_rows(bucket: str) -> list[tuple]:
          FAILED_MESSAGE + ": public.users: 2999 rows, the dump had 3000", "verify", bucket,
          f"{PREFIX}/weekly/{UNVERIFIED}", True, False, None, "pg_backup", "scheduled__2026-11-21T17:00:00+00:00"),
     ]
+
+
+def expected_dump_problems(bucket: str) -> list[dict]:
+    return [{"key": f"{PREFIX}/daily/{MISSING}.json", "problem": f"the dump s3://{bucket}/{PREFIX}/daily/{MISSING} "
+                                                                  "is missing"},
+            {"key": f"{PREFIX}/daily/{RESIZED}.json", "problem": f"the dump s3://{bucket}/{PREFIX}/daily/{RESIZED} "
+                                                                  "is 123455 bytes, the manifest says 123456"}]
 
 
 def fresh_catalog(cluster) -> str:
@@ -145,8 +170,8 @@ def test_rebuild_exact_rows_skipped_list_and_idempotent(cluster, manifests, buck
         second = catalog_rebuild.rebuild_catalog(manifests, bucket, PREFIX, pg)
     finally:
         pg.close()
-    assert first.to_dict() == {"bucket": bucket, "prefix": PREFIX, "manifests": 8, "recorded": 3, "success": 1,
-                               "failed": 2, "skipped": EXPECTED_SKIPPED}
+    assert first.to_dict() == {"bucket": bucket, "prefix": PREFIX, "manifests": 10, "recorded": 5, "success": 1,
+                               "failed": 4, "skipped": EXPECTED_SKIPPED, "dump_problems": expected_dump_problems(bucket)}
     assert [r[1:] for r in after_first] == expected_rows(bucket)
     # Twice: the same rows, the same ids (upserted, not duplicated).
     assert second.to_dict() == first.to_dict()
@@ -167,6 +192,49 @@ def test_rebuild_updates_a_surviving_catalog_row_of_the_same_run(cluster, manife
     finally:
         pg.close()
     assert [r[1:] for r in rows(cluster, dbname)] == expected_rows(bucket)
+
+
+class HeadDenied:
+    """The moto client, except that HEAD of one key answers 403 (a policy, a lost connection): not a 404."""
+
+    def __init__(self, client, deny: str):
+        self._client, self._deny = client, deny
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def head_object(self, *, Bucket, Key, **kw):  # noqa: N803 - boto3's parameter names
+        if Key == self._deny:
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+        return self._client.head_object(Bucket=Bucket, Key=Key, **kw)
+
+
+def test_a_surviving_success_row_whose_dump_is_gone_becomes_failed(cluster, manifests, bucket):
+    """The catalog said SUCCESS for two backups; one dump was deleted since, the other cannot be checked."""
+    dbname = fresh_catalog(cluster)
+    pg = pgtools.connect(cluster.conn(dbname))
+    expected = {r[4]: r for r in expected_rows(bucket)}
+    good_row = dict(zip(COLUMNS, expected[GOOD], strict=True))
+    missing_was = {**dict(zip(COLUMNS, expected[MISSING], strict=True)), "status": "SUCCESS", "error_message": None,
+                   "failed_step": None, "s3_uploaded": True, "verified": True,
+                   "verified_at": dt.datetime(2026, 11, 25, 17, 3, 10, tzinfo=UTC)}
+    try:
+        from pg_dataops import catalog
+
+        catalog.record(pg, {**good_row, "duration_seconds": 99.0})  # what pg_backup wrote, slightly different
+        catalog.record(pg, missing_was)
+        result = catalog_rebuild.rebuild_catalog(HeadDenied(manifests, f"{PREFIX}/daily/{GOOD}"), bucket, PREFIX, pg)
+    finally:
+        pg.close()
+    assert {"key": f"{PREFIX}/daily/{GOOD}.json",
+            "reason": f"cannot check its dump s3://{bucket}/{PREFIX}/daily/{GOOD}: 403: Forbidden"} in result.skipped
+    assert result.success == 0 and result.dump_problems == expected_dump_problems(bucket)
+    by_file = {r[5]: r[1:] for r in rows(cluster, dbname)}
+    # The row that could not be checked is left as it was; the one whose dump is gone is FAILED now.
+    assert by_file[GOOD] == (*expected[GOOD][:7], 99.0, *expected[GOOD][8:])
+    assert by_file[MISSING] == expected[MISSING]
 
 
 def test_duplicate_run_identity_is_skipped_not_guessed(cluster, s3, bucket):

@@ -7,6 +7,7 @@ only the manifests carry the backups' real dates.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -129,3 +130,59 @@ def test_local_tree_dry_run_then_apply(tmp_path):
                     "weekly/2027/01", "monthly/2026", "monthly/2027", "monthly/2027/01"} | {
                     f"monthly/2026/{m:02d}" for m in range(2, 13)}
     assert str(root / "daily/2025/11") in applied.removed_dirs and str(root / "daily/2025") in applied.removed_dirs
+
+
+def test_s3_server_clock_is_read_from_its_date_header(s3, bucket):
+    client = s3.client()
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    server = retention.s3_server_time(client, bucket)
+    after = dt.datetime.now(dt.UTC)
+    # moto's Date is its real clock, at one-second resolution.
+    assert before <= server <= after and server.tzinfo is not None
+    retention.check_clock(after, server, SKEW, server="S3")
+    # This worker 20 days fast (the issue's case), or 61 minutes slow: refused either way.
+    with pytest.raises(RetentionRefused, match=rf"is 20.0 days ahead of the clock of S3 at {s3.endpoint} "):
+        retention.check_clock(after + dt.timedelta(days=20), server, SKEW, server=f"S3 at {s3.endpoint}")
+    with pytest.raises(RetentionRefused, match="is 61 minutes behind"):
+        retention.check_clock(server - dt.timedelta(minutes=61), server, SKEW, server="S3")
+    with pytest.raises(retention.RetentionError, match=r"cannot reach s3://no-such-bucket-here to read its clock: 404"):
+        retention.s3_server_time(client, "no-such-bucket-here")
+
+
+def test_s3_other_targets_and_contradicting_manifests_are_kept(s3, bucket):
+    """Applied in S3 with only glimpse's backups judged: a removed target's and a flagged one stay."""
+    client = s3.client()
+    ours = history(start=dt.date(2026, 10, 1))
+    legacy = history(start=dt.date(2026, 1, 1), end=dt.date(2026, 8, 31), target="legacy")
+    # Named for 3 Oct, its manifest says it was taken on 20 Oct: kept and flagged, not judged.
+    cleared = ours[2]
+    assert cleared.file == "glimpse_daily_20261003_020000.dump"
+    uploads = [(s.key + suffix, body) for s in ours + legacy if s is not cleared
+               for suffix, body in zip(SUFFIXES, s.parts(verified=True).values(), strict=True)]
+    late_doc = {**cleared.manifest(verified=True), "timestamp": "2026-10-20T05:00:00Z"}
+    uploads += [(cleared.key, b"PGDMP\x00"), (cleared.key + ".sha256", b"x"),
+                (cleared.key + ".json", json.dumps(late_doc).encode())]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda kb: client.put_object(Bucket=bucket, Key=kb[0], Body=kb[1]), uploads))
+    before = all_keys(client, bucket)
+
+    items = retention.list_s3_backups(client, bucket, PREFIX, SEOUL_NAME)
+    newest = retention.check_recent_backups(items, NOW, ["glimpse"], dt.timedelta(hours=24),
+                                            source=f"s3://{bucket}/{PREFIX}")
+    assert newest["glimpse"].file == "glimpse_daily_20270105_020000.dump"
+    p = plan_retention(items, NOW, POLICY, max_delete_fraction=0.9, max_future_skew=SKEW, timezone=SEOUL_NAME,
+                       source=f"s3://{bucket}/{PREFIX}", targets=["glimpse"])
+    applied = retention.apply_s3(client, bucket, p, dry_run=False)
+
+    survivors = expected_survivors(ours, NOW) | {cleared.file}
+    gone = {s.key + x for s in ours if s.file not in survivors for x in SUFFIXES}
+    assert gone and set(applied.deleted_paths) == gone
+    assert all_keys(client, bucket) == before - gone
+    assert {s.key + x for s in legacy for x in SUFFIXES} <= all_keys(client, bucket)
+    (flagged,) = p.attention
+    assert flagged.item.file == cleared.file and flagged.reason == (
+        "manifest timestamp 2026-10-20 05:00 UTC is 17.5 days after the time in its file name (2026-10-02 17:00 UTC); "
+        "kept, check it")
+    report = retention.format_report(p, applied).splitlines()
+    assert report[0].endswith(f"keep {len(p.keep)}, deleted {len(gone) // 3}, 1 need attention, "
+                              f"{len(legacy)} not ours (legacy)")

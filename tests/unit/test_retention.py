@@ -257,6 +257,124 @@ def test_refuses_deleting_too_large_a_fraction_and_hands_back_the_plan():
     assert len(exc.value.plan.delete) == 364  # a dry run can still show what it would have done
 
 
+# --- other targets: not ours ----------------------------------------------------------------------
+
+
+def test_other_targets_are_kept_as_not_ours_and_do_not_dilute_the_guard():
+    ours = history(start=dt.date(2026, 9, 1))
+    # A removed target (or another deployment sharing the prefix): a year of backups, all out of window.
+    theirs = history(start=dt.date(2025, 11, 20), end=dt.date(2026, 9, 30), target="legacy")
+    items = [item(s) for s in ours + theirs]
+    p = plan(items, targets=["glimpse"])
+    assert kept(p) == expected_survivors(ours, NOW) | {s.file for s in theirs}
+    assert deleted(p) == {s.file for s in ours} - expected_survivors(ours, NOW)
+    assert {d.item.file for d in p.not_ours} == {s.file for s in theirs}
+    assert {d.reason for d in p.not_ours} == {"not ours: target legacy is not one of glimpse; kept"}
+    assert len(p.judged) == len(ours) and p.targets == ("glimpse",)
+    report = retention.format_report(p).splitlines()
+    assert report[0].endswith(f"{len(items)} backups, keep {len(p.keep)}, to delete {len(p.delete)}, "
+                              f"{len(theirs)} not ours (legacy)")
+    assert sum(line.startswith("NOT OURS       legacy ") for line in report) == len(theirs)
+
+    # Without a target list everything is judged: legacy would be cut to its newest per tier.
+    everything = plan(items)
+    assert {s.file for s in theirs} - kept(everything) and not everything.not_ours
+
+    # max_delete_fraction counts our backups only: 88% of glimpse's history is refused even beside
+    # a thousand kept backups of another target (364 of 1,736 would be 21%).
+    specs = history()
+    crowd = [item(s) for s in history(start=dt.date(2024, 4, 1), end=dt.date(2027, 1, 4), target="crowd")]
+    with pytest.raises(RetentionRefused, match=r"would delete 364 of 412 backups .*\(88%\)"):
+        plan([item(s) for s in specs] + crowd, fraction=0.5, targets=["glimpse"])
+
+
+def test_no_backup_of_our_targets_is_refused():
+    theirs = [item(s) for s in history(start=dt.date(2026, 12, 1), target="legacy")]
+    with pytest.raises(RetentionRefused, match=r"no backups found in s3://x/database for target\(s\) glimpse "
+                                               r"\(only 36 backup\(s\) of other targets: legacy\)"):
+        plan(theirs, targets=["glimpse"], source="s3://x/database")
+    with pytest.raises(ValueError, match="targets: an empty list"):
+        plan(theirs, targets=[])
+
+
+def test_future_timestamps_of_other_targets_are_not_ours_to_judge():
+    ours = [item(s) for s in history(start=dt.date(2026, 12, 20))]
+    ahead = Spec("legacy", "daily", NOW + dt.timedelta(days=3), (NOW + dt.timedelta(days=3)).astimezone(UTC))
+    p = plan([*ours, item(ahead)], targets=["glimpse"])
+    assert ahead.file in {d.item.file for d in p.not_ours}
+    with pytest.raises(RetentionRefused, match="dated more than 1:00:00 after now"):
+        plan([*ours, item(ahead)], targets=["glimpse", "legacy"])
+
+
+# --- run-wide guards: the clock, and a pipeline that stopped --------------------------------------
+
+
+def test_clock_skew_against_the_storage_server():
+    server = dt.datetime(2027, 1, 4, 18, 0, 0, tzinfo=UTC)
+    retention.check_clock(server + dt.timedelta(minutes=59), server, SKEW, server="S3")
+    retention.check_clock(server - dt.timedelta(minutes=60), server, SKEW, server="S3")
+    with pytest.raises(RetentionRefused, match=r"^retention refused: this worker's clock \(2027-01-24 18:00:00 UTC\) "
+                                               r"is 20.0 days ahead of the clock of S3 at http://s3 \(2027-01-04 18:00:00 UTC\), "
+                                               r"more than retention.max_future_skew_minutes \(60\); every "):
+        retention.check_clock(server + dt.timedelta(days=20), server, SKEW, server="S3 at http://s3")
+    with pytest.raises(RetentionRefused, match=r"is 90 minutes behind the clock of S3 "):
+        retention.check_clock(server - dt.timedelta(minutes=90), server, SKEW, server="S3")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        retention.check_clock(server.replace(tzinfo=None), server, SKEW, server="S3")
+
+
+def test_a_fast_clock_would_prune_a_steady_state_history_under_the_fraction_guard():
+    """The issue's case: the plan alone cannot tell a clock 20 days fast from 20 days passing."""
+    specs = history()
+    survivors = [item(s) for s in specs if s.file in expected_survivors(specs, NOW)]
+    fast = plan(survivors, now=NOW + dt.timedelta(days=20), fraction=0.5)
+    assert 0.4 < len(fast.delete) / len(survivors) < 0.5  # 43% of real history, under max_delete_fraction
+    with pytest.raises(RetentionRefused, match="20.0 days ahead"):
+        retention.check_clock(NOW + dt.timedelta(days=20), NOW, SKEW, server="S3")
+
+
+def test_refuses_when_the_newest_verified_backup_is_too_old():
+    max_age = dt.timedelta(hours=24)
+    specs = history(start=dt.date(2026, 12, 1), end=dt.date(2027, 1, 3))  # the last two nights are missing
+    items = [item(s, verified=True) for s in specs]
+    with pytest.raises(RetentionRefused) as exc:
+        retention.check_recent_backups(items, NOW, ["glimpse"], max_age, source="s3://b/database",
+                                       timezone=SEOUL_NAME)
+    assert str(exc.value) == (
+        "retention refused: the newest verified backup of glimpse is 2.0 days old (weekly/glimpse_weekly_20270103_"
+        "020000.dump, 2027-01-03 02:00 KST), older than monitor_max_backup_age_hours (24). A pipeline that "
+        "stopped producing verified backups is no time to prune: nothing is deleted until a fresh backup of every "
+        "target is verified")
+
+    # Fresh but unverified backups do not count, nor orphans; another target's age is not ours to judge.
+    last_night = Spec("glimpse", "daily", NOW - dt.timedelta(hours=1), (NOW - dt.timedelta(hours=1)).astimezone(UTC))
+    orphan = item(last_night, verified=True, missing=("data",))
+    old_legacy = item(Spec("legacy", "daily", NOW - dt.timedelta(days=90), (NOW - dt.timedelta(days=90)).astimezone(UTC)),
+                      verified=True)
+    with pytest.raises(RetentionRefused, match="the newest verified backup of glimpse is 2.0 days old"):
+        retention.check_recent_backups([*items, item(last_night), orphan, old_legacy], NOW, ["glimpse"], max_age,
+                                       source="s3://b/database")
+    newest = retention.check_recent_backups([*items, item(last_night, verified=True), old_legacy], NOW, ["glimpse"],
+                                            max_age, source="s3://b/database")
+    assert newest["glimpse"].file == last_night.file
+
+    # Every target is checked, and one with no verified backup at all is named too.
+    with pytest.raises(RetentionRefused, match=r"glimpse is 2.0 days old .*; second has no verified backup in "
+                                               r"s3://b/database\. A pipeline"):
+        retention.check_recent_backups(items, NOW, ["second", "glimpse"], max_age, source="s3://b/database")
+
+
+def test_a_late_cleared_run_counts_as_fresh_by_its_manifest(tmp_path):
+    # Named for a logical date five days back, taken last night: flagged for retention, but it is
+    # evidence that the pipeline produces verified backups.
+    cleared = Spec("glimpse", "daily", NOW - dt.timedelta(days=5), (NOW - dt.timedelta(hours=2)).astimezone(UTC))
+    write_local(tmp_path, cleared, verified=True)
+    (i,) = retention.list_local_backups(str(tmp_path), SEOUL_NAME)
+    assert i.time_conflict and i.verified
+    newest = retention.check_recent_backups([i], NOW, ["glimpse"], dt.timedelta(hours=24), source=str(tmp_path))
+    assert newest == {"glimpse": i}
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="timezone-aware"):
         plan([item(weekly(1))], now=NOW.replace(tzinfo=None))
@@ -298,10 +416,10 @@ def test_local_listing_uses_the_manifest_not_mtime(tmp_path):
 
 def test_manifest_timestamp_wins_over_the_name_and_the_name_is_the_fallback(tmp_path):
     root = tmp_path / "backups"
-    # A run cleared five weeks late: named for its logical date, its snapshot is recent.
-    rerun = Spec("glimpse", "daily", dt.datetime(2026, 11, 20, 2, tzinfo=SEOUL),
-                 dt.datetime(2026, 12, 28, 5, tzinfo=UTC))
-    write_local(root, rerun)
+    # Finished late the same night: the name is the logical date, the snapshot 17 hours on. Both are
+    # long out of the daily window, so the manifest's time is what deletes it.
+    late = Spec("glimpse", "daily", dt.datetime(2026, 10, 21, 2, tzinfo=SEOUL), dt.datetime(2026, 10, 21, 10, tzinfo=UTC))
+    write_local(root, late)
     no_ts = Spec("glimpse", "daily", dt.datetime(2026, 12, 30, 2, tzinfo=SEOUL), dt.datetime(2026, 12, 29, 17, tzinfo=UTC))
     doc = no_ts.manifest()
     del doc["timestamp"]
@@ -310,12 +428,49 @@ def test_manifest_timestamp_wins_over_the_name_and_the_name_is_the_fallback(tmp_
     write_local(root, naive, manifest=json.dumps({**naive.manifest(), "timestamp": "2026-12-30T17:00:00"}).encode())
 
     items = {i.file: i for i in retention.list_local_backups(str(root), SEOUL_NAME)}
-    assert items[rerun.file].timestamp == rerun.snapshot and items[rerun.file].timestamp_source == "manifest"
+    assert items[late.file].timestamp == late.snapshot and items[late.file].timestamp_source == "manifest"
+    assert items[late.file].time_conflict is None
     # The name's 02:00 is Seoul time: 17:00 UTC the day before.
     assert items[no_ts.file].timestamp == dt.datetime(2026, 12, 29, 17, tzinfo=UTC)
     assert items[no_ts.file].timestamp_source == "file name (manifest has no timestamp)"
     assert items[naive.file].timestamp_source.startswith("file name (manifest timestamp '2026-12-30T17:00:00' is not")
-    assert rerun.file in kept(plan(list(items.values())))
+    p = plan(list(items.values()))
+    assert deleted(p) == {late.file}
+    assert next(d.reason for d in p.delete).startswith("75.3 days old, older than 30 days")  # by the name: 75.0
+
+
+def test_manifest_timestamp_a_day_away_from_the_name_is_kept_and_flagged(tmp_path):
+    root = tmp_path / "backups"
+    # A run cleared five weeks late (named for its logical date, its snapshot recent), and a manifest
+    # claiming a time months before its name: which one dates the backup is unknown.
+    rerun = Spec("glimpse", "daily", dt.datetime(2026, 10, 20, 2, tzinfo=SEOUL), dt.datetime(2026, 11, 28, 5, tzinfo=UTC))
+    backdated = Spec("glimpse", "weekly", dt.datetime(2026, 12, 27, 2, tzinfo=SEOUL),
+                     dt.datetime(2026, 9, 1, 0, 30, tzinfo=UTC))
+    just_over = Spec("glimpse", "daily", dt.datetime(2026, 10, 22, 2, tzinfo=SEOUL),
+                     dt.datetime(2026, 10, 22, 17, 0, 1, tzinfo=UTC))  # a day and a second after 21 Oct 17:00 UTC
+    newest = Spec("glimpse", "daily", dt.datetime(2027, 1, 5, 2, tzinfo=SEOUL), dt.datetime(2027, 1, 4, 17, tzinfo=UTC))
+    for s in (rerun, backdated, just_over, newest):
+        write_local(root, s, verified=True)
+
+    items = {i.file: i for i in retention.list_local_backups(str(root), SEOUL_NAME)}
+    assert items[rerun.file].time_conflict == ("manifest timestamp 2026-11-28 05:00 UTC is 39.5 days after the time "
+                                               "in its file name (2026-10-19 17:00 UTC)")
+    assert items[backdated.file].time_conflict == ("manifest timestamp 2026-09-01 00:30 UTC is 116.7 days before "
+                                                   "the time in its file name (2026-12-26 17:00 UTC)")
+    assert items[just_over.file].time_conflict.startswith("manifest timestamp 2026-10-22 17:00 UTC is 1.0 days after")
+    assert items[newest.file].time_conflict is None
+    p = plan(list(items.values()))
+    # All three would be out of their windows by either time; none is deleted, each says why.
+    assert deleted(p) == set() and kept(p) == {rerun.file, backdated.file, just_over.file, newest.file}
+    reasons = {d.item.file: d.reason for d in p.attention}
+    assert set(reasons) == {rerun.file, backdated.file, just_over.file}
+    assert reasons[rerun.file] == items[rerun.file].time_conflict + "; kept, check it"
+    report = retention.format_report(p)
+    assert f"KEEP!          glimpse weekly  2026-09-01 09:30 KST  weekly/2026/12/{backdated.file}  manifest timestamp" \
+        in report
+    assert report.splitlines()[0].endswith("4 backups, keep 4, to delete 0, 3 need attention")
+    # A flagged backup protects nothing: the newest judgeable daily is still the one protected.
+    assert "newest verified daily" not in reasons[rerun.file]
 
 
 def test_runbook_manifest_with_raw_newline_is_read(tmp_path):
