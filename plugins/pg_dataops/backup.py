@@ -7,14 +7,26 @@ its own result; the operators in ``pg_dataops.operators`` only fetch connections
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import shutil
 from typing import Any
 
 from pg_dataops import catalog, manifest, storage, tiers
 from pg_dataops.config import Config, Target
 from pg_dataops.dump import artifact_name, run_dump
-from pg_dataops.errors import IntegrityError
+from pg_dataops.errors import BackupError, IntegrityError, ObjectExists
 from pg_dataops.pgtools import PgConn
+from pg_dataops.retention import parse_name
+
+log = logging.getLogger(__name__)
+
+# What a killed run leaves locally: pg_dump's output before its rename (a directory for the
+# directory format), the tar being packed, a sidecar being written.
+LEFTOVER_SUFFIXES = (".partial", ".tarpartial", ".sha256.tmp", ".json.tmp")
+# S3 user metadata naming the DAG run that streamed an object: a retry of that run may replace the
+# object while it has no .sha256/.json (it never became a backup); nobody else's object is touched.
+RUN_METADATA = "pgdataops-run"
 
 
 def s3_key(cfg: Config, tier: str, file: str) -> str:
@@ -22,17 +34,121 @@ def s3_key(cfg: Config, tier: str, file: str) -> str:
     return f"{cfg.prefix}/{tier}/{file}"
 
 
+def _leftover_of(name: str, target: str, timezone: str) -> bool:
+    """Whether ``name`` is an unfinished file of ``target`` (by the backup file-name pattern)."""
+    for suffix in LEFTOVER_SUFFIXES:
+        if name.endswith(suffix):
+            parsed = parse_name(name[: -len(suffix)], timezone)
+            return parsed is not None and parsed[0] == target
+    return False
+
+
+def _backup_key_of(key: str, cfg: Config, target: str) -> bool:
+    """Whether ``key`` is ``{prefix}/{tier}/{file}`` of a backup of ``target``."""
+    head_, _, name = key.rpartition("/")
+    parsed = parse_name(name, cfg.timezone)
+    return parsed is not None and parsed[0] == target and head_ in {s3_key(cfg, t, "")[:-1] for t in tiers.TIERS}
+
+
+def clean_leftovers(cfg: Config, target: str, client=None) -> dict[str, Any]:
+    """Remove what killed runs of ``target`` left: local partial files, incomplete multipart uploads.
+
+    Safe because runs of pg_backup never overlap (max_active_runs=1) and each target's names carry
+    the target: nothing of another target, and no finished backup, is touched. A cleanup that
+    fails is reported, not fatal: the backup itself matters more than its predecessor's litter.
+    """
+    removed: list[str] = []
+    errors: list[str] = []
+    # Only the backup tree ({local_root}/{tier}/...): the drill's downloads and anything else stay.
+    walks = (os.walk(os.path.join(cfg.local_root, tier)) for tier in tiers.TIERS)
+    for dirpath, dirnames, filenames in (step for walk in walks for step in walk):
+        for name in sorted(filenames) + sorted(dirnames):
+            if not _leftover_of(name, target, cfg.timezone):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                    dirnames.remove(name)  # not walked into: it is gone
+                else:
+                    os.unlink(path)
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                errors.append(f"cannot remove {path}: {exc.strerror}")
+    aborted: list[dict] = []
+    if client is not None:
+        try:
+            aborted = storage.abort_uploads_matching(client, cfg.bucket, cfg.prefix.rstrip("/") + "/",
+                                                     lambda key: _backup_key_of(key, cfg, target))
+        except BackupError as exc:
+            errors.append(str(exc))
+    cleaned = {"partial_files": removed, "multipart_uploads": [a["key"] for a in aborted], "errors": errors}
+    if removed or aborted:
+        log.warning("removed what interrupted runs of %s left: %d partial file(s) %s, %d incomplete multipart "
+                    "upload(s) %s", target, len(removed), removed, len(aborted),
+                    [f"{a['key']} (started {a['initiated']})" for a in aborted])
+    for err in errors:
+        log.warning("cleaning the leftovers of %s: %s", target, err)
+    return cleaned
+
+
+def _free_key_for_stream(client, cfg: Config, key: str, run_marker: str | None) -> str | None:
+    """Before streaming to ``key``: remove our own run's unfinished object there, refuse anything else.
+
+    An object with no .sha256 and no .json, streamed by this same DAG run (its metadata says so), is
+    what an earlier try left when it died after S3 assembled the object (e.g. the answer to
+    CompleteMultipartUpload was lost): it never became a backup and its row counts died with that
+    try, so this try dumps again. Returns the key removed, or None.
+    """
+    meta = storage.head(client, cfg.bucket, key)
+    if meta is None:
+        return None
+    sidecars = storage.sidecars_present(client, cfg.bucket, key)
+    own = run_marker is not None and meta.get("Metadata", {}).get(RUN_METADATA) == run_marker
+    if own and not sidecars:
+        log.warning("s3://%s/%s was left unfinished (no .sha256, no .json) by an earlier try of this run (%s); "
+                    "removing it to dump again", cfg.bucket, key, run_marker)
+        client.delete_object(Bucket=cfg.bucket, Key=key)
+        return key
+    state = (f"a finished backup (with {' and '.join(sidecars)})" if sidecars else
+             "an unfinished object of another run (no .sha256, no .json)")
+    raise ObjectExists(f"s3://{cfg.bucket}/{key} already exists, {state}; refusing to overwrite it")
+
+
+def _metadata_value(text: str) -> str:
+    """S3 user metadata is ASCII: a run id with other characters is escaped, not refused."""
+    return text.encode("ascii", "backslashreplace").decode()
+
+
 def dump_step(cfg: Config, target: Target, conn: PgConn, tier: str, moment: dt.datetime,
-              client=None) -> dict[str, Any]:
+              client=None, run_marker: str | None = None) -> dict[str, Any]:
     """pg_dump to the local tree; with ``stream_upload`` (and a client) the object reaches S3 as it is
-    written, so the upload costs almost no extra time; the upload step then proves it."""
+    written, so the upload costs almost no extra time; the upload step then proves it.
+
+    First, what killed runs of this target left is removed (``cleaned`` in the result). ``run_marker``
+    ("dag_id/run_id") is written on the streamed object, so a retry of the same run can tell its own
+    unfinished object from anyone else's."""
     basename = tiers.backup_basename(target.name, tier, moment, cfg.timezone)
     out_dir = tiers.local_dir(cfg.local_root, tier, moment, cfg.timezone)
+    file = artifact_name(basename, cfg.dump_format, cfg.dump_compression)
+    streaming = cfg.stream_upload and client is not None
+    if streaming:
+        storage.check_bucket(client, cfg.bucket)  # a missing bucket is named before anything is touched
+    cleaned = clean_leftovers(cfg, target.name, client)
     uploader = None
-    if cfg.stream_upload and client is not None:
-        file = artifact_name(basename, cfg.dump_format, cfg.dump_compression)
-        uploader = storage.StreamingUpload(client, cfg.bucket, s3_key(cfg, tier, file),
-                                           storage_class=cfg.storage_class, sse=cfg.sse, kms_key_id=cfg.kms_key_id)
+    if streaming:
+        key = s3_key(cfg, tier, file)
+        cleaned["unfinished_object"] = _free_key_for_stream(client, cfg, key, run_marker)
+        local = os.path.join(out_dir, file)
+        if cleaned["unfinished_object"] and os.path.isfile(local) and not os.path.exists(local + ".sha256"):
+            # The same try renamed its file before dying: unchecksummed, it is that unfinished dump.
+            os.unlink(local)
+            cleaned["partial_files"].append(local)
+        uploader = storage.StreamingUpload(client, cfg.bucket, key,
+                                           storage_class=cfg.storage_class, sse=cfg.sse, kms_key_id=cfg.kms_key_id,
+                                           metadata={RUN_METADATA: _metadata_value(run_marker)} if run_marker else None)
     result = run_dump(
         conn,
         out_dir,
@@ -43,8 +159,11 @@ def dump_step(cfg: Config, target: Target, conn: PgConn, tier: str, moment: dt.d
         part_size=cfg.multipart_chunk_mb * 1024 * 1024,
         pg_bin_root=cfg.pg_bin_root,
         uploader=uploader,
+        lock_wait_timeout=cfg.lock_wait_timeout_seconds,
+        timeout=cfg.task_timeout_minutes * 60,
     )
-    return {**result.to_dict(), "target": target.name, "tier": tier, "streamed": uploader is not None}
+    return {**result.to_dict(), "target": target.name, "tier": tier, "streamed": uploader is not None,
+            "cleaned": cleaned}
 
 
 def checksum_step(dump: dict[str, Any]) -> dict[str, Any]:
@@ -89,21 +208,40 @@ def manifest_step(
     client, cfg: Config, dump: dict[str, Any], upload: dict[str, Any], verification: dict[str, Any] | None,
     dag_id: str | None, run_id: str | None,
 ) -> dict[str, Any]:
+    """Write the manifest locally and in S3, or add this verdict to the one already there.
+
+    A manifest is never overwritten, except for its verdict: a later verification of the same dump
+    (a retry or a re-run; same file, same SHA-256, every other field equal, else ObjectExists) is
+    added to ``verifications`` and may turn ``verified`` true.
+    """
     doc = manifest.build_manifest(
         target=dump["target"], tier=dump["tier"], dump=dump, upload=upload, bucket=cfg.bucket,
         prefix=cfg.prefix, dag_id=dag_id, run_id=run_id, verification=verification,
     )
-    text = manifest.dumps(doc)
+    key = upload["key"] + ".json"
     local = dump["path"] + ".json"
+    in_s3 = storage.read_small(client, cfg.bucket, key)
+    final = doc
+    if os.path.exists(local):
+        with open(local, "rb") as f:
+            final = manifest.with_verdicts(manifest.loads(f.read(), source=local), final, source=local)
+    if in_s3 is not None:
+        source = f"s3://{cfg.bucket}/{key}"
+        final = manifest.with_verdicts(manifest.loads(in_s3[0], source=source), final, source=source)
+    text = manifest.dumps(final)
     tmp = local + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, local)
-    storage.put_small(
-        client, cfg.bucket, upload["key"] + ".json", text.encode(), content_type="application/json",
-        sse=cfg.sse, kms_key_id=cfg.kms_key_id,
-    )
-    return doc
+    if in_s3 is None:
+        storage.put_small(
+            client, cfg.bucket, key, text.encode(), content_type="application/json",
+            sse=cfg.sse, kms_key_id=cfg.kms_key_id,
+        )
+    elif in_s3[0] != text.encode():
+        storage.replace_manifest(client, cfg.bucket, key, text.encode(), etag=in_s3[1], sse=cfg.sse,
+                                 kms_key_id=cfg.kms_key_id)
+    return final
 
 
 def catalog_row(

@@ -29,20 +29,25 @@ def latest_backup(client, bucket: str, prefix: str, target: str, timezone: str) 
     """The newest backup of ``target`` in S3 (by the time in its name), with its parsed manifest.
 
     The newest is taken even when its manifest is broken: a drill that quietly fell back to an
-    older backup would hide exactly the problem it exists to find.
+    older backup would hide exactly the problem it exists to find. An object with neither .sha256
+    nor .json is not a backup yet (an upload whose run died before proving it) and is passed over.
     """
     newest = None
+    candidates, listed = [], set()
     paginator = client.get_paginator("list_objects_v2")
     try:
         for tier in TIERS:
             for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/{tier}/"):
                 for obj in page.get("Contents", []):
-                    name = obj["Key"].rsplit("/", 1)[1]
-                    parsed = parse_name(name, timezone)
-                    if parsed and parsed[0] == target and (newest is None or parsed[2] > newest[1]):
-                        newest = (obj["Key"], parsed[2], obj["Size"])
+                    listed.add(obj["Key"])
+                    parsed = parse_name(obj["Key"].rsplit("/", 1)[1], timezone)
+                    if parsed and parsed[0] == target:
+                        candidates.append((obj["Key"], parsed[2], obj["Size"]))
     except (ClientError, BotoCoreError) as exc:
         raise BackupError(f"cannot list s3://{bucket}/{prefix}/: {describe_error(exc)}") from None
+    for key, moment, size in candidates:
+        if (key + ".json" in listed or key + ".sha256" in listed) and (newest is None or moment > newest[1]):
+            newest = (key, moment, size)
     if newest is None:
         raise BackupError(f"no backup of {target!r} under s3://{bucket}/{prefix}/ to drill")
     key = newest[0]

@@ -13,7 +13,6 @@ import os
 from dataclasses import asdict, dataclass
 
 from boto3.exceptions import Boto3Error
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.utils import ChunksizeAdjuster
 
@@ -40,6 +39,36 @@ class UploadResult:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+# Conditional writes (If-None-Match: *): S3 (since 2024-08), MinIO and moto refuse to create a key
+# that exists, so "never overwrite" holds even against a writer racing us between HEAD and PUT.
+NO_OVERWRITE = {"IfNoneMatch": "*"}
+
+
+def _precondition_failed(exc: Exception) -> bool:
+    """The key exists (412), or another conditional write to it is in progress (409)."""
+    return isinstance(exc, ClientError) and _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
+def _conditions_unsupported(exc: Exception) -> bool:
+    """An endpoint that does not implement conditional writes: fall back to HEAD-then-write."""
+    if not isinstance(exc, ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return _code(exc) in ("NotImplemented", "501") or status == 501
+
+
+def _write_once(call, what: str, **kwargs):
+    """``call(**kwargs, IfNoneMatch="*")``; without the condition when the endpoint does not implement it."""
+    try:
+        return call(**kwargs, **NO_OVERWRITE)
+    except ClientError as exc:
+        if not _conditions_unsupported(exc):
+            raise
+        log.warning("%s: the S3 endpoint does not implement conditional writes (%s); relying on the check "
+                    "made just before", what, describe_error(exc))
+        return call(**kwargs)
 
 
 def describe_error(exc: Exception) -> str:
@@ -109,6 +138,37 @@ def abort_incomplete_uploads(client, bucket: str, key: str) -> int:
     return aborted
 
 
+def abort_uploads_matching(client, bucket: str, prefix: str, is_ours) -> list[dict]:
+    """Abort every incomplete multipart upload under ``prefix`` whose key ``is_ours(key)`` accepts.
+
+    What a worker killed mid-upload leaves: invisible in listings, billed until aborted. Returns
+    ``[{"key", "upload_id", "initiated"}]`` of the aborted ones.
+    """
+    aborted = []
+    try:
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+            for up in page.get("Uploads", []):
+                if not is_ours(up["Key"]):
+                    continue
+                try:
+                    client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+                except ClientError as exc:
+                    if _code(exc) not in ("NoSuchUpload", "404"):  # finished or aborted meanwhile: gone anyway
+                        raise
+                initiated = up.get("Initiated")
+                aborted.append({"key": up["Key"], "upload_id": up["UploadId"],
+                                "initiated": initiated.isoformat() if hasattr(initiated, "isoformat") else initiated})
+    except (ClientError, BotoCoreError) as exc:
+        raise UploadFailed(f"cannot list or abort the incomplete multipart uploads under s3://{bucket}/{prefix}: "
+                           f"{describe_error(exc)}") from None
+    return aborted
+
+
+def sidecars_present(client, bucket: str, key: str) -> list[str]:
+    """Which of the finishing sidecars (.sha256, .json) exist beside ``key``."""
+    return [suffix for suffix in (".sha256", ".json") if head(client, bucket, key + suffix) is not None]
+
+
 def _extra_args(storage_class: str, sse: str, kms_key_id: str | None, sha256_hex: str) -> dict:
     extra = {
         "StorageClass": storage_class,
@@ -155,21 +215,64 @@ def upload_file(
             f"a {size / 1e9:.1f} GB file needs parts of {adjusted} bytes (S3 allows 10,000 parts); "
             f"raise multipart_chunk_mb above {part_size // (1024 * 1024)}"
         )
-    config = TransferConfig(
-        multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=max_concurrency
-    )
+    extra = _extra_args(storage_class, sse, kms_key_id, sha256_hex)
     try:
-        client.upload_file(
-            path, bucket, key, ExtraArgs=_extra_args(storage_class, sse, kms_key_id, sha256_hex), Config=config
-        )
-    except (ClientError, BotoCoreError, Boto3Error, OSError, ValueError) as exc:
-        # s3transfer aborts its multipart upload on failure; make sure, since a leftover costs money.
-        aborted = abort_incomplete_uploads(client, bucket, key)
+        if size < part_size:  # boto3's rule, which expected_composite follows: one PUT below a part
+            _put_file(client, path, bucket, key, size, sha256_hex, extra)
+        else:
+            _multipart_file(client, path, bucket, key, size, part_sha256, part_size, extra, max_concurrency)
+    except ObjectExists:
+        # Created by someone else between our HEAD and our write: ours only if the content is.
+        existing = head(client, bucket, key)
+        if existing is not None and _same_content(existing, size, sha256_hex, part_sha256, part_size):
+            return _verify(client, bucket, key, size, sha256_hex, part_sha256, part_size, already=True)
+        raise
+    except (ClientError, BotoCoreError, Boto3Error, OSError, ValueError, UploadFailed) as exc:
+        aborted = abort_incomplete_uploads(client, bucket, key)  # a leftover costs money
+        cause = getattr(exc, "cause", None) or describe_error(exc)
         raise UploadFailed(
-            f"upload of {path} to s3://{bucket}/{key} failed: {describe_error(exc)}"
+            f"upload of {path} to s3://{bucket}/{key} failed: {cause}"
             + (f" (aborted {aborted} incomplete multipart upload)" if aborted else "")
         ) from None
     return _verify(client, bucket, key, size, sha256_hex, part_sha256, part_size, already=False)
+
+
+def _put_file(client, path: str, bucket: str, key: str, size: int, sha256_hex: str, extra: dict) -> None:
+    with open(path, "rb") as f:
+        body = f.read(size + 1)
+    if len(body) != size:
+        raise UploadFailed(f"{path} is {len(body)} bytes, not the {size} the dump wrote: it changed")
+    checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+    try:
+        _write_once(client.put_object, f"s3://{bucket}/{key}", Bucket=bucket, Key=key, Body=body,
+                    ChecksumSHA256=checksum, **extra)
+    except ClientError as exc:
+        if _precondition_failed(exc):
+            raise ObjectExists(f"s3://{bucket}/{key} was created by another writer during the upload; "
+                               "refusing to overwrite it") from None
+        raise
+
+
+def _multipart_file(client, path: str, bucket: str, key: str, size: int, part_sha256: list[str], part_size: int,
+                    extra: dict, max_concurrency: int) -> None:
+    """The file's parts, each with the SHA-256 taken while dumping, completed only if the key is still free.
+
+    (boto3's upload_file cannot pass If-None-Match to CompleteMultipartUpload.)"""
+    if len(part_sha256) != -(-size // part_size):
+        raise UploadFailed(f"{path}: {len(part_sha256)} part digests for {size} bytes in parts of {part_size}")
+    up = StreamingUpload(client, bucket, key, storage_class=extra["StorageClass"], sse=extra["ServerSideEncryption"],
+                         kms_key_id=extra.get("SSEKMSKeyId"), max_inflight=max_concurrency,
+                         metadata=extra.get("Metadata"))
+    up.create()
+    try:
+        up.attach(path)
+        for number, digest in enumerate(part_sha256, start=1):
+            offset = (number - 1) * part_size
+            up.submit_part(number, offset, min(part_size, size - offset), digest)
+        up.complete()
+    except BaseException:
+        up.abort()
+        raise
 
 
 def _is_multipart(meta: dict) -> bool:
@@ -234,7 +337,9 @@ def put_small(client, bucket: str, key: str, body: bytes, *, content_type: str, 
     if sse == "aws:kms" and kms_key_id:
         extra["SSEKMSKeyId"] = kms_key_id
     try:
-        client.put_object(
+        _write_once(
+            client.put_object,
+            f"s3://{bucket}/{key}",
             Bucket=bucket,
             Key=key,
             Body=body,
@@ -243,7 +348,16 @@ def put_small(client, bucket: str, key: str, body: bytes, *, content_type: str, 
             ChecksumSHA256=base64.b64encode(digest).decode(),
             **extra,
         )
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
+        if _precondition_failed(exc):
+            # Someone wrote it between our HEAD and our PUT (or our own PUT's lost answer was retried).
+            raced = head(client, bucket, key)
+            if raced is not None and raced.get("Metadata", {}).get("sha256") == digest.hex():
+                return
+            raise ObjectExists(f"s3://{bucket}/{key} was created by another writer meanwhile; refusing to "
+                               "overwrite it") from None
+        raise UploadFailed(f"upload of s3://{bucket}/{key} failed: {describe_error(exc)}") from None
+    except BotoCoreError as exc:
         raise UploadFailed(f"upload of s3://{bucket}/{key} failed: {describe_error(exc)}") from None
 
 
@@ -258,7 +372,7 @@ class StreamingUpload:
     """
 
     def __init__(self, client, bucket: str, key: str, *, storage_class: str, sse: str, kms_key_id: str | None,
-                 max_inflight: int = 2):
+                 max_inflight: int = 2, metadata: dict[str, str] | None = None):
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
@@ -266,6 +380,9 @@ class StreamingUpload:
         self._extra = {"StorageClass": storage_class, "ServerSideEncryption": sse, "ChecksumAlgorithm": "SHA256"}
         if sse == "aws:kms" and kms_key_id:
             self._extra["SSEKMSKeyId"] = kms_key_id
+        if metadata:
+            self._extra["Metadata"] = metadata
+        self._lengths: list[int] = []
         self._pool = ThreadPoolExecutor(max_workers=max_inflight, thread_name_prefix="s3-part")
         self._slots = threading.BoundedSemaphore(max_inflight)
         self._futures: list = []
@@ -277,6 +394,9 @@ class StreamingUpload:
         check_bucket(self.client, self.bucket)
         if head(self.client, self.bucket, self.key) is not None:
             raise ObjectExists(f"s3://{self.bucket}/{self.key} already exists; refusing to overwrite it")
+        self.create()
+
+    def create(self) -> None:
         try:
             resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **self._extra)
         except (ClientError, BotoCoreError) as exc:
@@ -289,6 +409,7 @@ class StreamingUpload:
     def submit_part(self, number: int, offset: int, length: int, sha256_hex: str) -> None:
         self._raise_if_failed()
         self._slots.acquire()  # backpressure: the dump waits for S3 instead of buffering
+        self._lengths.append(length)
         future = self._pool.submit(self._put, number, offset, length, sha256_hex)
         future.add_done_callback(lambda _: self._slots.release())
         self._futures.append(future)
@@ -306,7 +427,7 @@ class StreamingUpload:
         for f in self._futures:
             if f.done() and f.exception() is not None:
                 exc = f.exception()
-                raise UploadFailed(f"upload of s3://{self.bucket}/{self.key} failed: {describe_error(exc)}") from None
+                raise self._failed(exc) from None
 
     def complete(self) -> dict:
         """After pg_dump succeeded and every part was submitted: wait, then make the object visible.
@@ -320,10 +441,23 @@ class StreamingUpload:
         try:
             parts = [f.result() for f in self._futures]
             drained = time.monotonic()
-            self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts})
+            try:
+                # Only if the key is still free: a writer that raced us since start() keeps its object.
+                _write_once(self.client.complete_multipart_upload, f"s3://{self.bucket}/{self.key}",
+                            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                            MultipartUpload={"Parts": parts})
+            except (ClientError, BotoCoreError) as exc:
+                # A lost answer (the object was assembled, the reply never came) is a success: the
+                # object under the key is exactly our parts. Anything else there is someone else's.
+                if not self._completed_as(parts):
+                    if _precondition_failed(exc):
+                        raise ObjectExists(f"s3://{self.bucket}/{self.key} was created by another writer during "
+                                           "this upload; refusing to overwrite it") from None
+                    raise
+                log.warning("s3://%s/%s: completing the upload answered %s, but the object is there with our "
+                            "parts' checksum: completed", self.bucket, self.key, describe_error(exc))
         except (ClientError, BotoCoreError, Boto3Error, OSError) as exc:
-            raise UploadFailed(f"upload of s3://{self.bucket}/{self.key} failed: {describe_error(exc)}") from None
+            raise self._failed(exc) from None
         finally:
             self._close()
         done = time.monotonic()
@@ -333,6 +467,23 @@ class StreamingUpload:
                  "assemble the object", self.bucket, self.key, len(parts), tail["drain_seconds"],
                  tail["complete_seconds"])
         return tail
+
+    def _failed(self, exc: Exception) -> UploadFailed:
+        failed = UploadFailed(f"upload of s3://{self.bucket}/{self.key} failed: {describe_error(exc)}")
+        failed.cause = describe_error(exc)  # for upload_file's message, which names the local file too
+        return failed
+
+    def _completed_as(self, parts: list[dict]) -> bool:
+        """Whether the object under the key is the one these parts make (size and composite SHA-256)."""
+        try:
+            meta = head(self.client, self.bucket, self.key)
+        except (ClientError, BotoCoreError):
+            return False
+        if meta is None or meta["ContentLength"] != sum(self._lengths) or not _is_multipart(meta):
+            return False
+        joined = b"".join(base64.b64decode(p["ChecksumSHA256"]) for p in parts)
+        composite = base64.b64encode(hashlib.sha256(joined).digest()).decode()
+        return meta.get("ChecksumSHA256", "").split("-")[0] == composite
 
     def abort(self) -> None:
         for f in self._futures:
@@ -351,3 +502,38 @@ class StreamingUpload:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def read_small(client, bucket: str, key: str) -> tuple[bytes, str] | None:
+    """A sidecar's body and ETag, or None when there is none."""
+    try:
+        got = client.get_object(Bucket=bucket, Key=key)
+        return got["Body"].read(), got["ETag"]
+    except ClientError as exc:
+        if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise UploadFailed(f"cannot read s3://{bucket}/{key}: {describe_error(exc)}") from None
+    except BotoCoreError as exc:
+        raise UploadFailed(f"cannot read s3://{bucket}/{key}: {describe_error(exc)}") from None
+
+
+def replace_manifest(client, bucket: str, key: str, body: bytes, *, etag: str, sse: str,
+                     kms_key_id: str | None) -> None:
+    """Replace the manifest ``key`` that was read with ``etag``: the one object "never overwrite"
+    bends for, and only to update its verification verdict (backup.manifest_step checks that the
+    rest is unchanged). If-Match makes a concurrent change fail this write instead of being lost."""
+    digest = hashlib.sha256(body).digest()
+    extra = {"ServerSideEncryption": sse}
+    if sse == "aws:kms" and kms_key_id:
+        extra["SSEKMSKeyId"] = kms_key_id
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json",
+                          Metadata={"sha256": digest.hex()}, ChecksumSHA256=base64.b64encode(digest).decode(),
+                          IfMatch=etag, **extra)
+    except ClientError as exc:
+        if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            raise UploadFailed(f"s3://{bucket}/{key} changed while its verdict was being updated; "
+                               "not overwriting it (a retry reads it again)") from None
+        raise UploadFailed(f"update of s3://{bucket}/{key} failed: {describe_error(exc)}") from None
+    except BotoCoreError as exc:
+        raise UploadFailed(f"update of s3://{bucket}/{key} failed: {describe_error(exc)}") from None
