@@ -34,6 +34,7 @@ from pg_dataops.operators import (
     WriteManifestOperator,
 )
 from pg_dataops.operators_retention import ApplyRetentionOperator
+from pg_dataops.operators_runstate import fail_run_on_any_failure
 from pg_dataops.tiers import TIER_CHOICES
 
 CFG = load_config()
@@ -45,7 +46,7 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz=CFG.timezone),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=dt.timedelta(hours=6),
+    dagrun_timeout=dt.timedelta(minutes=CFG.dagrun_timeout_minutes),
     default_args=default_args(CFG),
     params={
         "tier": Param(
@@ -81,3 +82,6 @@ with DAG(
     # nothing is pruned on a day that did not produce a proven backup).
     retention = ApplyRetentionOperator(task_id="retention", dry_run=False, notify=False)
     back_up_target.expand(target=CFG.target_names) >> retention
+
+# Last: a failed task makes the run failed (red), and a timed-out run alerts.
+fail_run_on_any_failure(dag)

@@ -23,6 +23,7 @@ from airflow.sdk import DAG
 from pg_dataops.config import load_config
 from pg_dataops.notifiers import default_args
 from pg_dataops.operators_catalog import RebuildCatalogOperator
+from pg_dataops.operators_runstate import fail_run_on_any_failure
 
 CFG = load_config()
 
@@ -39,3 +40,6 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     RebuildCatalogOperator(task_id="rebuild_catalog")
+
+# Last: a failed task makes the run failed (red), and a timed-out run alerts.
+fail_run_on_any_failure(dag)

@@ -26,6 +26,7 @@ from airflow.sdk import DAG
 from pg_dataops.config import load_config
 from pg_dataops.notifiers import default_args
 from pg_dataops.operators_monitor import MonitorBackupsOperator
+from pg_dataops.operators_runstate import fail_run_on_any_failure
 
 CFG = load_config()
 
@@ -43,3 +44,6 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     MonitorBackupsOperator(task_id="check_and_alert")
+
+# Last: a failed task makes the run failed (red), and a timed-out run alerts.
+fail_run_on_any_failure(dag)

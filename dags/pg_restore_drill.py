@@ -26,6 +26,7 @@ from pg_dataops.operators_drill import (
     RecordDrillOperator,
     RestoreDrillOperator,
 )
+from pg_dataops.operators_runstate import fail_run_on_any_failure
 
 CFG = load_config()
 
@@ -55,3 +56,6 @@ with DAG(
         restore >> drop_drill_db.as_teardown(setups=drill_db)
 
     drill_target.expand(target=CFG.target_names)
+
+# Last: a failed task makes the run failed (red), and a timed-out run alerts.
+fail_run_on_any_failure(dag)

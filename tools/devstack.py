@@ -5,6 +5,8 @@
 - MotoS3: moto in server mode, so boto3 speaks real HTTP.
 - Receiver: an HTTP server that records what Slack / PagerDuty clients post.
 - airflow_env: the environment for ``airflow dags test`` against a private SQLite metadata DB.
+- AirflowServices: a real api-server + scheduler + dag-processor (LocalExecutor) on such a home, for what
+  ``airflow dags test`` does not do (dagrun_timeout, DAG-level callbacks) and for browser tests.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -271,12 +274,35 @@ def migrate(env: dict) -> None:
 
 def dags_test(env: dict, dag_id: str, logical_date: str | None = None, conf: dict | None = None,
               timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `airflow dags test`; the result also carries `airflow_home`, `dag_id` and `dag_run` (the newest
+    dag_run row of that DAG in the metadata DB after the run: its run_id and state), since the run's state is
+    the metadata DB's, not whatever the output says."""
     argv = [airflow_bin(), "dags", "test", dag_id]
     if logical_date:
         argv.append(logical_date)
     if conf is not None:
         argv += ["-c", json.dumps(conf)]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    proc.airflow_home = Path(env["AIRFLOW_HOME"])
+    proc.dag_id = dag_id
+    proc.dag_run = latest_dag_run(proc.airflow_home, dag_id)
+    return proc
+
+
+def latest_dag_run(airflow_home: str | os.PathLike, dag_id: str) -> dict | None:
+    """The newest dag_run row of `dag_id` in that home's SQLite metadata DB ({"run_id", "state", ...}), or None.
+
+    `airflow dags test` replaces a run with the same logical date, so the newest row is the last run's."""
+    import sqlite3
+
+    db = Path(airflow_home) / "airflow.db"
+    if not db.exists():
+        return None
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        con.row_factory = sqlite3.Row
+        row = con.execute("SELECT id, run_id, state, start_date, end_date FROM dag_run WHERE dag_id = ? "
+                          "ORDER BY id DESC LIMIT 1", (dag_id,)).fetchone()
+    return dict(row) if row else None
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1) -> bool:
@@ -286,3 +312,196 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+class AirflowServices:
+    """A real Airflow on ``env``'s home (see :func:`airflow_env`): api-server, scheduler and dag-processor as
+    separate processes, LocalExecutor on the home's SQLite metadata DB, the simple auth manager.
+
+    For what `airflow dags test` does not do (it never enforces dagrun_timeout, runs no scheduler and no
+    dag-processor callbacks) and for browser tests. Each component runs in its own process group, logging to
+    ``<home>/<component>.log``; :meth:`stop` ends those groups and the task processes the executor started.
+    The execution API URL follows the api-server's (free) port, else every task fails with "Connection
+    refused"."""
+
+    COMPONENTS = ("api-server", "scheduler", "dag-processor")
+
+    def __init__(self, env: dict, *, port: int | None = None, components: tuple[str, ...] = COMPONENTS,
+                 username: str = "admin", password: str = "admin"):
+        import secrets
+
+        self.home = Path(env["AIRFLOW_HOME"])
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.components = components
+        self.username, self.password = username, password
+        self.env = {
+            **env,
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__AUTH_MANAGER":
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{username}:admin",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__WORKERS": "1",  # one uvicorn worker is plenty for a test and saves the cores
+            # Shared by the api-server (checks task tokens) and the scheduler (issues them); else each
+            # component that finds no airflow.cfg would make up its own.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        }
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._token: str | None = None
+
+    def log(self, component: str) -> Path:
+        return self.home / f"{component}.log"
+
+    def start(self, timeout: float = 180) -> AirflowServices:
+        """Start the components and wait until the api-server answers and reports the scheduler and the
+        dag-processor healthy; a component that exits meanwhile fails with the tail of its log."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        # Components started together would each write a default airflow.cfg (with its own secrets) when
+        # none exists; everything they need comes from the environment.
+        (self.home / "airflow.cfg").touch()
+        (self.home / "simple_auth_manager_passwords.json.generated").write_text(
+            json.dumps({self.username: self.password}))
+        for component in self.components:
+            with open(self.log(component), "ab") as out:
+                self.procs[component] = subprocess.Popen(
+                    [airflow_bin(), component], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            self._wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        import requests
+
+        want = {"api-server": None, "scheduler": "scheduler", "dag-processor": "dag_processor"}
+        end = time.monotonic() + timeout
+        health: dict = {}
+        while time.monotonic() < end:
+            self.check_running()
+            try:
+                health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
+            except (requests.RequestException, ValueError):
+                health = {}
+            if health and all((health.get(key) or {}).get("status") == "healthy"
+                              for c, key in want.items() if key and c in self.components):
+                return
+            time.sleep(1)
+        raise TimeoutError(f"Airflow was not healthy within {timeout:.0f} s: {health or 'api-server not answering'}")
+
+    def check_running(self) -> None:
+        """Raise (with the tail of its log) when a component has exited."""
+        for component, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = self.log(component).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"airflow {component} exited with {proc.returncode}:\n{tail}")
+
+    def token(self) -> str:
+        import requests
+
+        if self._token is None:
+            resp = requests.post(f"{self.url}/auth/token", json={"username": self.username,
+                                                                 "password": self.password}, timeout=30)
+            resp.raise_for_status()
+            self._token = resp.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, body: dict | None = None, *, ok: tuple[int, ...] = (200, 201)):
+        """Call the REST API (``path`` under /api/v2) as the admin; the JSON answer, or an error with its text."""
+        import requests
+
+        resp = requests.request(method, f"{self.url}/api/v2/{path.lstrip('/')}", json=body, timeout=30,
+                                headers={"Authorization": f"Bearer {self.token()}"})
+        if resp.status_code not in ok:
+            raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:1000]}")
+        return resp.json() if resp.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
+        """The DAG once the dag-processor has parsed and stored it; fails at once on an import error of
+        ``dags/<dag_id>.py``, and names every import error on a timeout."""
+        end = time.monotonic() + timeout
+        errors: list = []
+        while time.monotonic() < end:
+            self.check_running()
+            found = self.api("GET", f"dags/{dag_id}", ok=(200, 404))
+            if found and found.get("dag_id") == dag_id:
+                return found
+            errors = self.api("GET", "importErrors")["import_errors"]
+            own = [e for e in errors if Path(str(e.get("filename", ""))).name == f"{dag_id}.py"]
+            if own:
+                raise RuntimeError(f"DAG {dag_id} does not import: {own[0].get('stack_trace', own[0])}")
+            time.sleep(1)
+        raise TimeoutError(f"the dag-processor did not store DAG {dag_id} within {timeout:.0f} s "
+                           f"(import errors: {errors or 'none'})")
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        """Unpause ``dag_id`` and trigger a manual run of it; its run_id."""
+        self.api("PATCH", f"dags/{dag_id}", {"is_paused": False})
+        run = self.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def task_processes(self) -> list:
+        """The live task processes the scheduler's executor started (each in a process group of its own)."""
+        import psutil
+
+        proc = self.procs.get("scheduler")
+        if proc is None or proc.poll() is not None:
+            return []
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        out = []
+        for p in children:
+            try:
+                if os.getpgid(p.pid) != proc.pid and _alive(p):
+                    out.append(p)
+            except ProcessLookupError:
+                pass
+        return out
+
+    def stop(self, grace: float = 20) -> None:
+        """End every component's process group, then any task process (its own group) they left behind."""
+        import psutil
+
+        leftovers: list[psutil.Process] = []
+        for proc in self.procs.values():
+            try:
+                leftovers += psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
+        groups = {proc.pid for proc in self.procs.values()}
+        for p in leftovers:
+            try:
+                groups.add(os.getpgid(p.pid))
+            except ProcessLookupError:
+                pass
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+            for pgid in groups:
+                try:
+                    os.killpg(pgid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            end = time.monotonic() + wait
+            while time.monotonic() < end and (any(p.poll() is None for p in self.procs.values())
+                                              or any(_alive(p) for p in leftovers)):
+                time.sleep(0.2)
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.wait(5)
+        self.procs.clear()
+
+
+def _alive(p) -> bool:
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

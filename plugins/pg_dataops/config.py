@@ -88,6 +88,7 @@ class Config:
     lock_wait_timeout_seconds: int
     statement_timeout_seconds: int
     task_timeout_minutes: int
+    dagrun_timeout_minutes: int
     retention: Retention
     targets: tuple[Target, ...]
     # schema.table names a verified restore must contain (the runbook checked public.users)
@@ -148,6 +149,7 @@ _SCALARS: dict[str, tuple[type, bool]] = {
     "lock_wait_timeout_seconds": (int, True),
     "statement_timeout_seconds": (int, True),
     "task_timeout_minutes": (int, True),
+    "dagrun_timeout_minutes": (int, True),
 }
 
 
@@ -234,7 +236,8 @@ def _validate_scalars(v: dict[str, Any]) -> None:
     for name, low, high in (("restore_jobs", 1, 64), ("rto_objective_hours", 1, 168),
                             ("monitor_max_backup_age_hours", 1, 24 * 31), ("monitor_size_deviation_pct", 1, 1000),
                             ("monitor_min_free_gb", 0, 1_000_000), ("lock_wait_timeout_seconds", 1, 86400),
-                            ("statement_timeout_seconds", 1, 7 * 86400), ("task_timeout_minutes", 1, 7 * 1440)):
+                            ("statement_timeout_seconds", 1, 7 * 86400), ("task_timeout_minutes", 1, 7 * 1440),
+                            ("dagrun_timeout_minutes", 1, 7 * 1440)):
         if not low <= v[name] <= high:
             raise ConfigError(f"{name}: {v[name]} is outside {low}..{high}")
     if not _BUCKET_RE.match(v["bucket"]):

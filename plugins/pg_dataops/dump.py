@@ -12,6 +12,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -179,11 +180,17 @@ def run_dump(
     part_size: int = 64 * 1024 * 1024,
     pg_bin_root: str = "/usr/lib/postgresql",
     uploader=None,
+    lock_wait_timeout: int | None = None,
+    timeout: float | None = None,
 ) -> DumpResult:
     """Dump ``conn.dbname`` to ``out_dir/basename.<ext>``; on any failure nothing is left behind.
 
     With ``uploader`` (a storage.StreamingUpload) each part goes to S3 while pg_dump is still
     running, and the object is completed only when the dump and its row counts succeeded.
+
+    ``lock_wait_timeout`` (seconds): pg_dump's ``--lock-wait-timeout``; a table locked by another
+    session fails the dump after that long, naming the table, instead of waiting. ``timeout``
+    (seconds): pg_dump is killed, and the dump fails, if it has not finished by then.
     """
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
@@ -203,7 +210,7 @@ def run_dump(
 
     try:
         return _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_bin_root, uploader,
-                     started, started_at)
+                     started, started_at, lock_wait_timeout, timeout)
     except BaseException:
         if uploader is not None:
             uploader.abort()
@@ -211,7 +218,7 @@ def run_dump(
 
 
 def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_bin_root, uploader, started,
-          started_at) -> DumpResult:
+          started_at, lock_wait_timeout=None, timeout=None) -> DumpResult:
     pg = pgtools.connect(conn)
     try:
         pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -223,6 +230,8 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
         pg_dump_version = pgtools.binary_version(pg_dump)
 
         argv = [pg_dump, f"--snapshot={snapshot_id}", f"--format={fmt}", f"--compress={compression}"]
+        if lock_wait_timeout:
+            argv.append(f"--lock-wait-timeout={int(lock_wait_timeout)}s")
         argv += ["--no-password", "--dbname", conn.dbname]
         if fmt == "directory":
             argv += [f"--jobs={jobs}", f"--file={partial}"]
@@ -237,7 +246,7 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
                 argv,
                 stdout=subprocess.DEVNULL if fmt == "directory" else subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=conn.libpq_env(),
+                env=_pg_dump_env(conn, major),
             )
         except OSError as exc:
             raise DumpFailed(f"cannot start {pg_dump}: {exc.strerror}") from None
@@ -246,14 +255,16 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
         stderr = _StderrTail(proc.stderr, conn.password)
         stderr.start()
         counter.start()  # counts run in the snapshot transaction while pg_dump streams
+        watchdog = _Watchdog(proc, timeout)
         try:
             if fmt == "directory":
-                rc = proc.wait()
-                stderr.join()
+                rc = _wait(proc, watchdog.remaining())
+                stderr.join(STDERR_GRACE)
+                watchdog.check()
                 if rc != 0:
                     if "No space left on device" in stderr.text():
                         raise _disk_full(partial)
-                    raise DumpFailed(f"pg_dump exited with {rc}: {stderr.text()}")
+                    raise _dump_failed(rc, stderr.text(), lock_wait_timeout)
                 sha, parts, size = _tar_directory(partial, final + ".tarpartial", part_size, uploader)
                 shutil.rmtree(partial)
                 _finish_counts(counter, count_errors)
@@ -262,10 +273,12 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
                 os.rename(final + ".tarpartial", final)
             else:
                 sha, parts, size = _stream_to_file(proc, partial, part_size, uploader)
-                rc = proc.wait()
-                stderr.join()
+                # Its output is closed: pg_dump is exiting, give it a moment, not forever.
+                rc = _wait(proc, EXIT_GRACE)
+                stderr.join(STDERR_GRACE)
+                watchdog.check()
                 if rc != 0:
-                    raise DumpFailed(f"pg_dump exited with {rc}: {stderr.text()}")
+                    raise _dump_failed(rc, stderr.text(), lock_wait_timeout)
                 _finish_counts(counter, count_errors)
                 if uploader is not None:
                     upload_tail = uploader.complete()
@@ -274,11 +287,15 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
         except BaseException:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+                proc.wait(EXIT_GRACE)  # a SIGKILLed child is reaped at once
             for leftover in (partial, final + ".tarpartial"):
                 _remove_quietly(leftover)
+            if counter.is_alive():
+                _cancel_quietly(pg)  # e.g. a count waiting on the same lock: its result is not wanted
             raise
         finally:
+            watchdog.cancel()
+            # The counts' session runs under statement_timeout and lock_timeout (PgConn): bounded.
             counter.join()
     finally:
         pg.close()  # ends the snapshot transaction
@@ -303,6 +320,76 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
         table_counts=counts,
         upload_tail=upload_tail,
     )
+
+
+EXIT_GRACE = 60  # seconds pg_dump may take to exit once its output is complete (or after SIGKILL)
+STDERR_GRACE = 10  # seconds to read the rest of its stderr once it exited
+
+
+class DumpTimedOut(DumpFailed):
+    pass
+
+
+class _Watchdog:
+    """Kills pg_dump when the dump's overall ``timeout`` (seconds; None: none) has passed."""
+
+    def __init__(self, proc: subprocess.Popen, timeout: float | None):
+        self.proc, self.timeout, self.fired = proc, timeout, False
+        self.deadline = time.monotonic() + timeout if timeout else None
+        self._timer = threading.Timer(timeout, self._kill) if timeout else None
+        if self._timer:
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _kill(self) -> None:
+        if self.proc.poll() is None:
+            self.fired = True
+            self.proc.kill()
+
+    def remaining(self) -> float | None:
+        # a little past the deadline: the timer kills pg_dump first, so wait() returns
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic()) + EXIT_GRACE
+
+    def check(self) -> None:
+        if self.fired:
+            raise DumpTimedOut(f"pg_dump did not finish within {self.timeout:g} s and was killed")
+
+    def cancel(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+
+
+def _pg_dump_env(conn: pgtools.PgConn, major: int) -> dict[str, str]:
+    env = conn.libpq_env()
+    if major >= 14:
+        # A killed pg_dump (timeout) must not leave its server session queued for a lock: the server
+        # checks every 5 s whether the client is still there (PostgreSQL 14+).
+        env["PGOPTIONS"] = "-c client_connection_check_interval=5000"
+    return env
+
+
+def _cancel_quietly(pg: psycopg.Connection) -> None:
+    try:
+        pg.cancel_safe(timeout=10)
+    except Exception as exc:  # the count then ends at its own statement_timeout / lock_timeout
+        log.warning("could not cancel the row counts: %s", exc)
+
+
+def _wait(proc: subprocess.Popen, timeout: float | None) -> int:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise DumpTimedOut(f"pg_dump did not exit within {timeout:g} s (pid {proc.pid}); killed") from None
+
+
+def _dump_failed(rc: int, stderr: str, lock_wait_timeout: int | None) -> DumpFailed:
+    """pg_dump's own message, led by the cause when it is a lock it could not get in time."""
+    lock = re.search(r"LOCK TABLE (\S+) IN ACCESS SHARE MODE", stderr)
+    if lock and ("timeout" in stderr or "could not obtain lock" in stderr):
+        limit = f" within lock_wait_timeout_seconds ({lock_wait_timeout} s)" if lock_wait_timeout else ""
+        return DumpFailed(f"pg_dump could not lock table {lock.group(1)}{limit}: another session holds a "
+                          f"conflicting lock on it; pg_dump exited with {rc}: {stderr}")
+    return DumpFailed(f"pg_dump exited with {rc}: {stderr}")
 
 
 def _widen_pipe(fd: int) -> None:

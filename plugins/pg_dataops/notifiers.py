@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 def facts_from_context(context) -> alerts.FailureFacts:
     ti = context["ti"]
     exc = context.get("exception")
-    error = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error (see the task log)"
+    error = redact(f"{type(exc).__name__}: {exc}") if exc is not None else "unknown error (see the task log)"
+    if type(exc).__name__ == "AirflowTaskTimeout" and "timed out after" not in str(exc):
+        # The task runner's own text ("Timeout, PID: n") says nothing; name the limit that was hit.
+        limit = getattr(context.get("task"), "execution_timeout", None)
+        error = f"AirflowTaskTimeout: the task ran longer than its execution_timeout ({limit}; task_timeout_minutes)"
     try:
         log_url = ti.log_url
     except Exception:  # the URL needs [api] base_url; an alert without it is still an alert
@@ -42,6 +46,21 @@ def facts_from_context(context) -> alerts.FailureFacts:
     )
 
 
+def run_ended_by_others(context) -> str | None:
+    """The state of this task's DAG run when it is already over while the task is still failing, else None.
+
+    A task fails inside a running run; when the run ended first, the scheduler (dagrun_timeout, alerted by
+    the DAG-level ``alert_run_failure``) or a person ended it and killed the task, whose failure ("pg_dump:
+    terminated by user") is a consequence, not news: paging for it would page twice."""
+    ti = context.get("ti")
+    try:
+        state = ti.get_dagrun_state(dag_id=ti.dag_id, run_id=ti.run_id)
+    except Exception:  # no Execution API here (hand-built context): alert rather than stay silent
+        return None
+    state = getattr(state, "value", state)  # a DagRunState
+    return state if state in ("failed", "success") else None
+
+
 class BackupFailureSlackNotifier(SlackWebhookNotifier):
     """Posts the failure of any backup task to the Slack webhook connection."""
 
@@ -49,7 +68,12 @@ class BackupFailureSlackNotifier(SlackWebhookNotifier):
         super().__init__(slack_webhook_conn_id=slack_webhook_conn_id, text="", **kwargs)
 
     def notify(self, context):
-        facts = facts_from_context(context)
+        if (ended := run_ended_by_others(context)) is not None:
+            log.info("no task alert: the run was already %s when this task was stopped", ended)
+            return
+        self.send_facts(facts_from_context(context), context)
+
+    def send_facts(self, facts: alerts.FailureFacts, context) -> None:
         self.text = alerts.failure_text(facts)
         self.attachments = [
             {"color": "#ff0000", "title": "Database Backup FAILED", "text": facts.error,
@@ -78,7 +102,11 @@ class BackupPagerdutyNotifier(PagerdutyNotifier):
         )
 
     def notify(self, context):
-        facts = facts_from_context(context)
+        if run_ended_by_others(context) is not None:
+            return
+        self.send_facts(facts_from_context(context))
+
+    def send_facts(self, facts: alerts.FailureFacts) -> None:
         self.summary = alerts.failure_summary(facts)
         self.dedup_key = alerts.dedup_key(facts.dag_id, facts.run_id)
         self.custom_details = alerts.failure_details(facts)
@@ -114,12 +142,65 @@ def failure_callbacks(slack_conn_id: str, pagerduty_conn_id: str) -> list:
     ]
 
 
+def run_failure_facts(context) -> alerts.FailureFacts | None:
+    """Facts for a run that failed without a failed task to alert it, from a DAG-level failure context;
+    None when a task failed (``reason`` "task_failure"): that task alerted already."""
+    reason = context.get("reason") or "unknown"
+    if reason == "task_failure":
+        return None
+    dag = context.get("dag")
+    dag_id = getattr(dag, "dag_id", None) or "unknown"
+    ti = context.get("ti")
+    waiting = getattr(ti, "task_id", None)  # the scheduler passes the unfinished task started last
+    if reason == "timed_out":
+        error = f"the run exceeded its dagrun_timeout ({getattr(dag, 'dagrun_timeout', None)}) and was stopped"
+    else:
+        error = f"the run failed without a failed task (reason: {reason})"
+    if waiting:
+        error += f"; it was still waiting for task {waiting}"
+    if reason == "timed_out":
+        error += "; its unfinished tasks were skipped and wrote no catalog row"
+    try:
+        log_url = ti.log_url if ti is not None else None
+    except Exception:  # the URL needs [api] base_url; an alert without it is still an alert
+        log_url = None
+    return alerts.FailureFacts(
+        dag_id=dag_id, task_id=waiting or "(dag run)", run_id=str(context.get("run_id") or "unknown"),
+        error=redact(error), log_url=log_url, map_index=getattr(ti, "map_index", -1) if ti is not None else -1,
+    )
+
+
+def alert_run_failure(context) -> None:
+    """DAG-level ``on_failure_callback``: Slack and PagerDuty for a run stopped by ``dagrun_timeout`` (or
+    any run failure with no failed task). A plain function, not a notifier: DAG-level templated notifiers
+    break under ``dag.test()`` (apache/airflow#64649). Task failures are left to the tasks' own alerts."""
+    from pg_dataops.config import load_config
+
+    facts = run_failure_facts(context)
+    if facts is None:
+        return
+    cfg = load_config()
+    slack = BackupFailureSlackNotifier(slack_webhook_conn_id=cfg.slack_conn_id)
+    pagerduty = BackupPagerdutyNotifier(pagerduty_events_conn_id=cfg.pagerduty_conn_id)
+    errors = []
+    for send in (lambda: slack.send_facts(facts, context), lambda: pagerduty.send_facts(facts)):
+        try:  # one channel down must not cost the other its alert
+            send()
+        except Exception as exc:
+            errors.append(exc)
+            log.exception("could not deliver the run-failure alert for %s/%s", facts.dag_id, facts.run_id)
+    if errors:
+        raise errors[0]
+
+
 def default_args(cfg, *, max_retry_delay=None, **extra) -> dict:
-    """What every DAG's tasks share: owner, retries with exponential backoff, failure alerts."""
+    """What every DAG's tasks share: owner, retries with exponential backoff, failure alerts, and a time
+    limit (``task_timeout_minutes``, the RTO): a hung task fails and alerts instead of waiting forever."""
     import datetime as dt
 
     return {
         "owner": cfg.owner,
+        "execution_timeout": dt.timedelta(minutes=cfg.task_timeout_minutes),
         "retries": cfg.retries,
         "retry_delay": dt.timedelta(seconds=cfg.retry_delay_seconds),
         "retry_exponential_backoff": True,

@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, BaseOperator, TriggerRule
-from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowNotFoundException,
+    AirflowSkipException,
+    AirflowTaskTimeout,
+)
 
 from pg_dataops import tiers
 from pg_dataops.config import Config, ConfigError, load_config
@@ -28,6 +33,8 @@ from pg_dataops.errors import (
     ObjectExists,
     PermanentError,
     VerificationFailed,
+    redact,
+    register_secret,
 )
 
 if TYPE_CHECKING:
@@ -51,24 +58,43 @@ def run_moment(context) -> dt.datetime:
 
 def airflow_connection(conn_id: str, purpose: str):
     try:
-        return BaseHook.get_connection(conn_id)
+        conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
         env = "AIRFLOW_CONN_" + conn_id.upper()
         raise ConnectionMissing(
             f"Airflow connection {conn_id!r} ({purpose}) is not defined: add it in Admin > Connections or as {env}"
         ) from None
+    register_secret(conn.password)  # every later error text, alert and XCom of this process drops it
+    return conn
 
 
-def pg_conn(conn_id: str, database: str | None, purpose: str) -> PgConn:
+def pg_conn(conn_id: str, database: str | None, purpose: str, *, require_database: bool = False,
+            cfg: Config | None = None) -> PgConn:
+    """A PgConn from an Airflow connection, with the config's time limits on our own sessions.
+
+    ``require_database``: the database must be named (``database`` or the connection's schema); a
+    server-level connection (restore server, catalog) may fall back to ``postgres``.
+    """
     from pg_dataops.pgtools import PgConn
 
     c = airflow_connection(conn_id, purpose)
+    dbname = database or c.schema
+    if not dbname:
+        if require_database:
+            raise ConfigError(
+                f"{purpose}: no database named: set the target's 'database' in the config or the schema "
+                f"(database) field of Airflow connection {conn_id!r}; refusing to fall back to 'postgres'"
+            )
+        dbname = "postgres"
+    cfg = cfg or load_config()
     return PgConn(
         host=c.host or "localhost",
         port=int(c.port or 5432),
         user=c.login or "postgres",
-        dbname=database or c.schema or "postgres",
+        dbname=dbname,
         password=c.password or None,
+        statement_timeout=cfg.statement_timeout_seconds,
+        lock_timeout=cfg.lock_wait_timeout_seconds,
     )
 
 
@@ -86,15 +112,24 @@ class BackupStepOperator(BaseOperator):
 
     ui_color = "#d8e8f8"
 
+    # What the step is waiting for, in words, for the message when its execution_timeout hits.
+    waiting_for: str | None = None
+
     def execute(self, context: Context) -> Any:
         try:
             cfg = load_config()
             result = self.run_step(cfg, context)
         except (BackupError, ConfigError) as exc:
-            context["ti"].xcom_push(key="error", value=f"{self.task_id}: {exc}")
+            context["ti"].xcom_push(key="error", value=redact(f"{self.task_id}: {exc}"))
             if isinstance(exc, PERMANENT):
-                raise AirflowFailException(str(exc)) from exc
+                raise AirflowFailException(redact(str(exc))) from exc
             raise
+        except AirflowTaskTimeout as exc:
+            # Raised by the task runner's alarm wherever the step was waiting: say what it waited for,
+            # in the record step's FAILED row and in the alert.
+            message = self.timeout_message()
+            context["ti"].xcom_push(key="error", value=f"{self.task_id}: {message}")
+            raise AirflowTaskTimeout(message) from exc
         # An empty error tells the ALL_DONE steps "no error here" without a not-found lookup,
         # which the task SDK would log at error level and mislead whoever reads the log.
         context["ti"].xcom_push(key="error", value="")
@@ -102,6 +137,11 @@ class BackupStepOperator(BaseOperator):
 
     def run_step(self, cfg: Config, context: Context) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def timeout_message(self) -> str:
+        limit = self.execution_timeout.total_seconds() / 60 if self.execution_timeout else 0
+        what = f" waiting for {self.waiting_for}" if self.waiting_for else ""
+        return f"timed out after {limit:g} min{what} (execution_timeout: config task_timeout_minutes)"
 
     def pull(self, context: Context, step: str, key: str = "return_value") -> Any:
         """XCom of a sibling step in this mapped group (same map index), or None if it never pushed."""
@@ -138,9 +178,11 @@ class PgDumpOperator(BackupStepOperator):
         target = cfg.target(self.target)
         moment = run_moment(context)
         tier = tiers.resolve_tier(self.tier, moment, cfg.timezone)
-        conn = pg_conn(target.conn_id, target.database, f"target {target.name}")
-        client = s3_client(cfg.s3_conn_id) if cfg.stream_upload else None
-        result = backup.dump_step(cfg, target, conn, tier, moment, client)
+        conn = pg_conn(target.conn_id, target.database, f"target {target.name}", require_database=True, cfg=cfg)
+        client = s3_client(cfg.s3_conn_id)  # also without streaming: to abort a killed run's multipart uploads
+        self.waiting_for = f"pg_dump of database {conn.dbname!r} (target {target.name})"
+        result = backup.dump_step(cfg, target, conn, tier, moment, client,
+                                  run_marker=f"{context['ti'].dag_id}/{context['ti'].run_id}")
         self.log.info("dumped %s: %s bytes, sha256 %s", result["file"], result["size"], result["sha256"])
         return result
 
@@ -242,7 +284,12 @@ class DropScratchDatabaseOperator(BackupStepOperator):
 
 
 class VerifyBackupOperator(BackupStepOperator):
-    """Restores the backup just made into the scratch database and checks it against its snapshot."""
+    """Restores the backup just made into the scratch database and checks it against its snapshot.
+
+    A failure of the restore-test server (not of the dump) is retried; its verdict goes into the
+    manifest at once, so the object is described while the retry waits, and the manifest keeps it
+    in ``verifications`` when a later attempt passes.
+    """
 
     template_fields: Sequence[str] = ("dump", "scratch")
 
@@ -257,13 +304,19 @@ class VerifyBackupOperator(BackupStepOperator):
         ti = context["ti"]
         try:
             result = verify.verify_backup(
-                pg_conn(self.scratch["conn_id"], None, "restore-test server"), self.scratch["database"],
+                pg_conn(self.scratch["conn_id"], None, "restore-test server", cfg=cfg), self.scratch["database"],
                 self.dump["path"], fmt=self.dump["format"], expected_counts=self.dump["table_counts"],
                 backup_server_version_num=self.dump["server_version_num"], jobs=cfg.restore_jobs,
-                pg_bin_root=cfg.pg_bin_root,
+                pg_bin_root=cfg.pg_bin_root, required_tables=cfg.verify_required_tables,
+                timeout=cfg.task_timeout_minutes * 60,
             ).to_dict()
-        except BackupError as exc:
-            ti.xcom_push(key="verification", value={"verified": False, "error": str(exc)})
+        except (BackupError, ConfigError) as exc:
+            verdict = {"verified": False, "error": redact(str(exc)), "transient": not isinstance(exc, PERMANENT),
+                       "checked_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+                       "try_number": ti.try_number}
+            ti.xcom_push(key="verification", value=verdict)
+            if verdict["transient"]:
+                self._record_verdict(cfg, context, verdict)
             raise
         ti.xcom_push(key="verification", value=result)
         if not result["verified"]:
@@ -274,6 +327,20 @@ class VerifyBackupOperator(BackupStepOperator):
         self.log.info("verified %s: %s tables, %s rows, amcheck %s, restore %.1f s", self.dump["file"],
                       result["tables_found"], result["rows_checked"], result["amcheck"], result["restore_seconds"])
         return result
+
+    def _record_verdict(self, cfg: Config, context: Context, verdict: dict) -> None:
+        """The failed verdict into the manifest now; best effort, the verification's error is what counts."""
+        from pg_dataops import backup  # lazy: see the note at the top
+
+        upload = self.pull(context, "upload")
+        if not isinstance(upload, dict):
+            return
+        ti = context["ti"]
+        try:
+            backup.manifest_step(s3_client(cfg.s3_conn_id), cfg, self.dump, upload, verdict, ti.dag_id, ti.run_id)
+            self.log.info("recorded the failed verification (try %s) in the manifest", ti.try_number)
+        except (BackupError, ConfigError) as exc:
+            self.log.warning("could not record the failed verification in the manifest: %s", exc)
 
 
 class RecordBackupOperator(BackupStepOperator):

@@ -60,6 +60,7 @@ class DownloadBackupOperator(BackupStepOperator):
         from pg_dataops import drill  # lazy: see the note at the top
 
         dest = drill_dir(cfg, context["ti"].run_id, self.latest["target"])
+        self.waiting_for = f"the download of s3://{cfg.bucket}/{self.latest['key']}"
         got = drill.download_and_check(s3_client(cfg.s3_conn_id), cfg.bucket, self.latest["key"],
                                        self.latest["manifest"], dest)
         self.log.info("downloaded %s: %s bytes in %.1f s, SHA-256 matches", got["path"], got["size"],
@@ -82,11 +83,13 @@ class RestoreDrillOperator(BackupStepOperator):
         from pg_dataops import verify  # lazy: see the note at the top
 
         doc = self.latest["manifest"]
+        self.waiting_for = f"the restore of {doc['file']} into {self.scratch['database']} and its checks"
         result = verify.verify_backup(
-            pg_conn(self.scratch["conn_id"], None, "restore-test server"), self.scratch["database"],
+            pg_conn(self.scratch["conn_id"], None, "restore-test server", cfg=cfg), self.scratch["database"],
             self.download["path"], fmt=doc.get("format", "custom"), expected_counts=doc.get("table_counts", {}),
             backup_server_version_num=int(doc.get("server_version_num") or 0), jobs=cfg.restore_jobs,
-            pg_bin_root=cfg.pg_bin_root,
+            pg_bin_root=cfg.pg_bin_root, required_tables=cfg.verify_required_tables,
+            timeout=cfg.task_timeout_minutes * 60,
         ).to_dict()
         if not result["verified"]:
             raise VerificationFailed(f"{doc['file']} restored but does not match its manifest: "
@@ -132,7 +135,7 @@ class RecordDrillOperator(BackupStepOperator):
             "dag_id": ti.dag_id, "run_id": ti.run_id,
         }
         now = dt.datetime.now(dt.UTC)
-        pg = pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog"), autocommit=True)
+        pg = pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog", cfg=cfg), autocommit=True)
         try:
             history = drill.drill_history(pg, self.target, now - dt.timedelta(days=180)) if ok else []
             row_id = drill.record_drill(pg, row)

@@ -65,7 +65,7 @@ def connect_catalog(cfg: Config) -> psycopg.Connection:
     from pg_dataops import pgtools
     from pg_dataops.operators import pg_conn
 
-    return pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog"), autocommit=True)
+    return pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog", cfg=cfg), autocommit=True)
 
 
 def evaluate(pg: psycopg.Connection, cfg: Config, now: dt.datetime) -> list[Finding]:
@@ -255,9 +255,9 @@ class MonitoringStepOperator(BaseOperator):
         try:
             return self.run_step(load_config(), context)
         except (BackupError, ConfigError) as exc:
-            context["ti"].xcom_push(key="error", value=f"{self.task_id}: {exc}")
+            context["ti"].xcom_push(key="error", value=redact(f"{self.task_id}: {exc}"))
             if isinstance(exc, PERMANENT):
-                raise AirflowFailException(str(exc)) from exc
+                raise AirflowFailException(redact(str(exc))) from exc
             raise
 
     def run_step(self, cfg: Config, context: Context) -> Any:  # pragma: no cover - abstract

@@ -117,7 +117,10 @@ def client_binary(name: str, major: int, pg_bin_root: str) -> str:
 
 def binary_version(path: str) -> str:
     """'pg_dump (PostgreSQL) 15.19 (Debian 15.19-0+deb12u1)'"""
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True)
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise ClientVersionError(f"{path} --version did not answer within 30 s") from None
     return out.stdout.strip()
 
 

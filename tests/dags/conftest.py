@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import devstack
@@ -13,24 +13,63 @@ import pytest
 
 @dataclass
 class DagRunOutput:
-    """What `airflow dags test` printed, and how the run ended."""
+    """What `airflow dags test` printed, and how the run ended: the dag_run row's state in the test's metadata
+    DB, never text in the output (task lines print `state=failed` too)."""
 
-    proc: object
+    proc: object = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} run_id={self.run_id!r} state={self.state!r}>"
 
     @property
     def output(self) -> str:
         return self.proc.stdout + "\n" + self.proc.stderr
 
     @property
+    def dag_run(self) -> dict | None:
+        """The run's row ({"run_id", "state", ...}) read right after `devstack.dags_test` returned."""
+        return getattr(self.proc, "dag_run", None)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.dag_run["run_id"] if self.dag_run else None
+
+    @property
+    def state(self) -> str | None:
+        """`success`, `failed`, ... from the metadata DB; None when no run was created (e.g. an import error)."""
+        return self.dag_run["state"] if self.dag_run else None
+
+    @property
+    def task_instances(self) -> dict[str, dict]:
+        """{"task_id" or "task_id[map_index]": {"state", "duration", "try_number"}} of this run, from the
+        metadata DB."""
+        import sqlite3
+
+        home = getattr(self.proc, "airflow_home", None)
+        if not self.run_id or home is None:
+            return {}
+        with sqlite3.connect(f"file:{Path(home) / 'airflow.db'}?mode=ro", uri=True) as con:
+            con.row_factory = sqlite3.Row
+            rows = con.execute("SELECT task_id, map_index, state, duration, try_number FROM task_instance "
+                               "WHERE dag_id = ? AND run_id = ?", (self.proc.dag_id, self.run_id)).fetchall()
+        return {r["task_id"] + (f"[{r['map_index']}]" if r["map_index"] >= 0 else ""):
+                {"state": r["state"], "duration": r["duration"], "try_number": r["try_number"]} for r in rows}
+
+    @property
+    def task_states(self) -> dict[str, str | None]:
+        """{"task_id" or "task_id[map_index]": state} of this run's task instances."""
+        return {name: ti["state"] for name, ti in self.task_instances.items()}
+
+    @property
     def succeeded(self) -> bool:
-        return "state=success" in self.output and "DagRun Finished" in self.output
+        return self.state == "success"
 
     @property
     def failed(self) -> bool:
-        return "DagRun Finished" in self.output and "state=failed" in self.output
+        return self.state == "failed"
 
 
-@dataclass
+@dataclass(repr=False)
 class BackupRun(DagRunOutput):
     local_root: Path = Path()
     bucket: str = ""
@@ -44,7 +83,7 @@ def run_pg_backup(airflow_home, cluster, s3, receiver, tmp_path):
 
     def run(*, bucket: str, conns: dict | None = None, env: dict | None = None,
             logical_date: str = "2026-11-25T02:00:00+09:00", conf: dict | None = None,
-            local_root: Path | None = None) -> BackupRun:
+            local_root: Path | None = None, timeout: int = 600) -> BackupRun:
         receiver.clear()
         root = local_root or tmp_path / "backups"
         connections = {
@@ -68,7 +107,7 @@ def run_pg_backup(airflow_home, cluster, s3, receiver, tmp_path):
             **(env or {}),
         }
         proc = devstack.dags_test(devstack.airflow_env(airflow_home, conns=connections, extra=extra), "pg_backup",
-                                  logical_date, conf)
+                                  logical_date, conf, timeout=timeout)
         (tmp_path / "dags_test.log").write_text(proc.stdout + "\n" + proc.stderr)
         return BackupRun(proc=proc, local_root=root, bucket=bucket)
 

@@ -1,5 +1,6 @@
 """Every DAG parses, imports fast, and carries the settings operators rely on."""
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import devstack
 import pytest
+from pg_dataops.operators_runstate import OUTCOME_TASK_ID
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
@@ -25,15 +27,47 @@ def test_no_import_errors(dagbag):
     assert "pg_backup" in dagbag.dags
 
 
-def test_every_dag_has_owner_tags_retries_and_docs(dagbag):
+def test_every_dag_has_owner_tags_retries_time_limits_and_docs(dagbag):
+    from pg_dataops.config import load_config
+
+    cfg = load_config()
+    # Tighter than the config's limit: the hourly monitor and the daily report are small jobs.
+    own_limits = {"pg_backup_monitor": dt.timedelta(minutes=10), "pg_backup_report": dt.timedelta(minutes=30)}
+    assert cfg.retries == 2 and cfg.task_timeout_minutes == 240
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, dag_id
         assert dag.doc_md, dag_id
         assert dag.max_active_runs == 1, dag_id
+        assert dag.dagrun_timeout is not None and dag.dagrun_timeout >= dt.timedelta(minutes=55), dag_id
         for t in dag.tasks:
+            if t.task_id == OUTCOME_TASK_ID:
+                continue  # its own rules: test_every_failure_makes_the_run_failed
             assert t.owner and t.owner != "airflow", (dag_id, t.task_id)
-            assert t.retries is not None, (dag_id, t.task_id)
-            assert t.on_failure_callback, (dag_id, t.task_id)
+            assert t.retries == cfg.retries, (dag_id, t.task_id)
+            assert t.execution_timeout == own_limits.get(dag_id, dt.timedelta(minutes=cfg.task_timeout_minutes)), (
+                dag_id, t.task_id)
+            assert [type(c).__name__ for c in t.on_failure_callback] == [
+                "BackupFailureSlackNotifier", "BackupPagerdutyNotifier"], (dag_id, t.task_id)
+
+
+def test_every_failure_makes_the_run_failed(dagbag):
+    """run_outcome (ONE_FAILED, no retries, no alert of its own) is downstream of every task but setups
+    (a failed setup fails its work tasks, which run_outcome sees), and the DAG-level failure callback
+    alerts runs stopped by dagrun_timeout."""
+    from pg_dataops.notifiers import alert_run_failure
+
+    for dag_id, dag in dagbag.dags.items():
+        outcome = dag.get_task(OUTCOME_TASK_ID)
+        assert outcome.trigger_rule == "one_failed" and outcome.retries == 0, dag_id
+        assert not outcome.on_failure_callback and not outcome.downstream_task_ids, dag_id
+        assert outcome.upstream_task_ids == {t.task_id for t in dag.tasks
+                                             if t.task_id != OUTCOME_TASK_ID and not t.is_setup}, dag_id
+        setups = [t for t in dag.tasks if t.is_setup]
+        for setup in setups:  # every setup's failure reaches run_outcome through a work task
+            assert any(not d.is_teardown for d in setup.downstream_list), (dag_id, setup.task_id)
+        assert dag.on_failure_callback is alert_run_failure and dag.has_on_failure_callback, dag_id
+    assert dagbag.dags["pg_backup"].get_task("back_up_target.drop_verify_db").task_id in (
+        dagbag.dags["pg_backup"].get_task(OUTCOME_TASK_ID).upstream_task_ids)
 
 
 def test_pg_backup_shape(dagbag):
@@ -44,7 +78,7 @@ def test_pg_backup_shape(dagbag):
     ids = [t.task_id for t in dag.topological_sort()]
     assert ids == [f"back_up_target.{n}" for n in (
         "dump", "checksum", "upload", "create_verify_db", "verify", "drop_verify_db", "manifest", "record", "notify"
-    )] + ["retention"]
+    )] + ["retention", OUTCOME_TASK_ID]
     assert dag.get_task("retention").dry_run is False
     assert dag.get_task("back_up_target.drop_verify_db").is_teardown
     assert dag.get_task("back_up_target.create_verify_db").is_setup

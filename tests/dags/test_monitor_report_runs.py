@@ -188,7 +188,8 @@ def test_undelivered_warning_is_sent_by_the_next_run(run_dag, catalog_pg, receiv
     assert run.failed, run.output[-4000:]
     # The task failed loudly (PagerDuty through the failure callback, without the webhook token) ...
     pd = json_posts(receiver, "/pagerduty")
-    assert len(pd) == 1 and pd[0]["dedup_key"].startswith("pg_backup_monitor/"), pd
+    assert len(pd) == 1 and pd[0]["dedup_key"] == f"pg_backup_monitor/{run.run_id}", pd
+    assert run.task_states == {"check_and_alert": "failed", "run_outcome": "failed"}
     assert f"AlertDeliveryFailed: 1 alert(s) not delivered: slack for {SIZE_KEY}" in pd[0]["payload"]["summary"]
     assert "T000/B000/DEAD" not in json.dumps(receiver.requests)
     # ... and kept the old state, so the warning is not lost.
@@ -249,7 +250,9 @@ def test_report_with_a_missing_bucket_fails_and_alerts(run_dag, catalog_pg, rece
     assert len(slack) == 1 and slack[0]["text"].startswith(":red_circle: *Backup report FAILED*")
     assert "task: `post_report`" in slack[0]["text"] and cause in slack[0]["text"]
     pd = json_posts(receiver, "/pagerduty")
-    assert len(pd) == 1 and pd[0]["dedup_key"].startswith("pg_backup_report/") and cause in pd[0]["payload"]["summary"]
+    assert len(pd) == 1 and pd[0]["dedup_key"] == f"pg_backup_report/{run.run_id}"
+    assert cause in pd[0]["payload"]["summary"]
+    assert run.task_states == {"post_report": "failed", "run_outcome": "failed"}
 
 
 # --- alert decisions (no Airflow run) --------------------------------------------------------------

@@ -17,7 +17,19 @@ from .conftest import catalog_rows, files_under, json_posts
 pytestmark = pytest.mark.dagrun
 
 
-def assert_alerted(receiver, cause: str, task: str):
+def assert_run_failed(run, task: str):
+    """The run is red in the metadata DB because `task` failed; no success was posted, nothing pruned."""
+    assert run.state == "failed", run.output[-3000:]
+    states = run.task_states
+    assert states[f"back_up_target.{task}[0]"] == "failed", states
+    assert states["back_up_target.record[0]"] == "success", states  # the FAILED row was written
+    assert states["back_up_target.notify[0]"] != "success", states
+    assert states["retention"] in ("skipped", "upstream_failed"), states
+    assert states["run_outcome"] == "failed", states
+
+
+def assert_alerted(run, receiver, cause: str, task: str):
+    assert_run_failed(run, task)
     slack = json_posts(receiver, "/slack")
     assert len(slack) == 1, slack
     text = slack[0]["text"]
@@ -30,7 +42,7 @@ def assert_alerted(receiver, cause: str, task: str):
     event = pd[0]
     assert event["routing_key"] == "test-routing-key"
     assert event["event_action"] == "trigger"
-    assert event["dedup_key"].startswith("pg_backup/manual__") or event["dedup_key"].startswith("pg_backup/")
+    assert event["dedup_key"] == f"pg_backup/{run.run_id}" and run.run_id.startswith("manual__")
     assert event["payload"]["severity"] == "critical"
     assert event["payload"]["source"] == "pg_dataops"
     assert event["payload"]["summary"].startswith(f"Database backup FAILED: pg_backup.back_up_target.{task}[glimpse]")
@@ -56,7 +68,7 @@ def test_missing_connection(run_pg_backup, cluster, s3, bucket, receiver):
     run = run_pg_backup(bucket=bucket, conns={"glimpse_db": None})
     assert run.failed, run.output[-3000:]
     cause = "Airflow connection 'glimpse_db' (target glimpse) is not defined"
-    assert_alerted(receiver, cause, "dump")
+    assert_alerted(run, receiver, cause, "dump")
     assert_recorded_failed(cluster, cause, "dump")
     assert files_under(run.local_root) == []
     assert_no_s3_leftovers(s3, bucket)
@@ -67,9 +79,9 @@ def test_database_unreachable(run_pg_backup, cluster, s3, bucket, receiver):
     conn = json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "postgres",
                        "password": "x", "schema": "glimpse"})
     run = run_pg_backup(bucket=bucket, conns={"glimpse_db": conn})
-    assert run.failed
+    assert run.failed, run.output[-3000:]
     cause = f"cannot reach PostgreSQL at 127.0.0.1:{port}"
-    assert_alerted(receiver, cause, "dump")
+    assert_alerted(run, receiver, cause, "dump")
     assert_recorded_failed(cluster, cause, "dump")
     assert files_under(run.local_root) == []
     assert_no_s3_leftovers(s3, bucket)
@@ -77,9 +89,9 @@ def test_database_unreachable(run_pg_backup, cluster, s3, bucket, receiver):
 
 def test_wrong_password(run_pg_backup, cluster, s3, bucket, receiver):
     run = run_pg_backup(bucket=bucket, conns={"glimpse_db": cluster.airflow_conn("glimpse", password="not-it-9")})
-    assert run.failed
+    assert run.failed, run.output[-3000:]
     cause = "authentication failed for user 'postgres'"
-    assert_alerted(receiver, cause, "dump")
+    assert_alerted(run, receiver, cause, "dump")
     assert_recorded_failed(cluster, cause, "dump")
     assert "not-it-9" not in json.dumps(receiver.requests)
     assert files_under(run.local_root) == []
@@ -88,19 +100,19 @@ def test_wrong_password(run_pg_backup, cluster, s3, bucket, receiver):
 
 def test_bucket_missing(run_pg_backup, cluster, s3, receiver):
     run = run_pg_backup(bucket="glimpse-no-such-bucket")
-    assert run.failed
+    assert run.failed, run.output[-3000:]
     cause = "S3 bucket 'glimpse-no-such-bucket' does not exist"
     # The streaming upload checks the bucket before pg_dump starts: nothing is dumped in vain.
-    assert_alerted(receiver, cause, "dump")
+    assert_alerted(run, receiver, cause, "dump")
     assert_recorded_failed(cluster, cause, "dump")
     assert files_under(run.local_root) == []
 
 
 def test_bucket_missing_without_streaming_keeps_the_complete_dump(run_pg_backup, cluster, s3, receiver):
     run = run_pg_backup(bucket="glimpse-no-such-bucket", env={"PGBACKUP_STREAM_UPLOAD": "false"})
-    assert run.failed
+    assert run.failed, run.output[-3000:]
     cause = "S3 bucket 'glimpse-no-such-bucket' does not exist"
-    assert_alerted(receiver, cause, "upload")
+    assert_alerted(run, receiver, cause, "upload")
     assert_recorded_failed(cluster, cause, "upload")
     # The complete local dump stays (with its checksum), so the upload can be retried; nothing partial.
     files = files_under(run.local_root)
@@ -120,10 +132,10 @@ def test_upload_failing_midway(run_pg_backup, cluster, s3, bucket, receiver, str
                                  "PGBACKUP_STREAM_UPLOAD": stream})
     finally:
         proxy.stop()
-    assert run.failed
+    assert run.failed, run.output[-3000:]
     assert proxy.failed_requests >= 1
     cause = "InternalError: injected fault: part upload failed"
-    assert_alerted(receiver, cause, task)
+    assert_alerted(run, receiver, cause, task)
     assert_recorded_failed(cluster, cause, task)
     assert_no_s3_leftovers(s3, bucket)
     local = files_under(run.local_root)
@@ -140,9 +152,9 @@ def test_local_disk_full(run_pg_backup, cluster, s3, bucket, receiver, tmp_path)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
     try:
         run = run_pg_backup(bucket=bucket, local_root=mnt)
-        assert run.failed
+        assert run.failed, run.output[-3000:]
         cause = "local disk full while writing"
-        assert_alerted(receiver, cause, "dump")
+        assert_alerted(run, receiver, cause, "dump")
         assert_recorded_failed(cluster, cause, "dump")
         assert files_under(mnt) == []
     finally:
@@ -166,7 +178,7 @@ def test_failed_verification_is_a_failed_backup(run_pg_backup, cluster, s3, buck
                         env={"PGBACKUP_RESTORE_JOBS": "1"})  # one job: data loads in TOC order, always
     assert run.failed, run.output[-3000:]
     cause = 'violates check constraint "aa_items_v_check"'
-    assert_alerted(receiver, cause, "verify")
+    assert_alerted(run, receiver, cause, "verify")
     assert_recorded_failed(cluster, cause, "verify")
     c = s3.client()
     keys = sorted(o["Key"] for o in c.list_objects_v2(Bucket=bucket)["Contents"])
@@ -177,4 +189,7 @@ def test_failed_verification_is_a_failed_backup(run_pg_backup, cluster, s3, buck
     with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
                          dbname="postgres") as pg:
         assert pg.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'pgdataops_%'").fetchone()[0] == 0
-    assert "back_up_target.notify" not in [line for line in run.output.splitlines() if "state=success" in line]
+    states = run.task_states
+    assert (states["back_up_target.verify[0]"], states["back_up_target.drop_verify_db[0]"],
+            states["back_up_target.manifest[0]"], states["back_up_target.notify[0]"]) == (
+        "failed", "success", "success", "skipped")

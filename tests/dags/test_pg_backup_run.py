@@ -40,7 +40,12 @@ def table_digests(cluster, dbname: str) -> dict[str, tuple[int, str]]:
 def test_backup_uploads_proves_records_and_restores_row_for_row(run_pg_backup, cluster, s3, bucket, receiver,
                                                                  tmp_path):
     run = run_pg_backup(bucket=bucket, logical_date="2026-11-25T02:00:00+09:00")  # a Wednesday: daily
-    assert run.succeeded, run.output[-4000:]
+    assert run.state == "success", run.output[-4000:]
+    # Every step ran and succeeded; run_outcome (which fails the run after any failure) was skipped.
+    steps = ("dump", "checksum", "upload", "create_verify_db", "verify", "drop_verify_db", "manifest", "record",
+             "notify")
+    assert run.task_states == {**{f"back_up_target.{s}[0]": "success" for s in steps}, "retention": "success",
+                               "run_outcome": "skipped"}
     base = "glimpse_daily_20261125_020000"
 
     # Local tree as the runbook lays it out, with the sha256sum -c sidecar.
@@ -114,7 +119,8 @@ def test_backup_uploads_proves_records_and_restores_row_for_row(run_pg_backup, c
 )
 def test_tier_decides_the_layout(run_pg_backup, s3, bucket, logical_date, conf, tier, stamp):
     run = run_pg_backup(bucket=bucket, logical_date=logical_date, conf=conf)
-    assert run.succeeded, run.output[-3000:]
+    assert run.state == "success", run.output[-3000:]
+    assert run.task_states["run_outcome"] == "skipped"
     keys = sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"])
     assert keys[0] == f"database/{tier}/glimpse_{tier}_{stamp}.dump"
     assert files_under(run.local_root)[0].startswith(f"{tier}/{stamp[:4]}/{stamp[4:6]}/")
@@ -132,12 +138,17 @@ def test_fleet_backs_up_every_target_as_mapped_tasks(run_pg_backup, cluster, s3,
         "targets:\n  - name: glimpse\n    conn_id: glimpse_db\n  - name: second\n    conn_id: second_db\n",
     )
     cfg.write_text(text)
-    run = run_pg_backup(bucket=bucket, env={"PGBACKUP_CONFIG": str(cfg)},
+    # The second database has no public.users, the default verify_required_tables: none required here.
+    run = run_pg_backup(bucket=bucket, env={"PGBACKUP_CONFIG": str(cfg), "PGBACKUP_VERIFY_REQUIRED_TABLES": ""},
                         conns={"second_db": cluster.airflow_conn("fleet_second")})
-    assert run.succeeded, run.output[-3000:]
+    assert run.state == "success", run.output[-3000:]
     keys = sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"] if o["Key"].endswith(".json"))
     assert keys == ["database/daily/glimpse_daily_20261125_020000.dump.json",
                     "database/daily/second_daily_20261125_020000.dump.json"]
     doc = manifest_mod.loads(s3.client().get_object(Bucket=bucket, Key=keys[1])["Body"].read())
     assert doc["table_counts"] == {"public.t": 42} and doc["database"] == "fleet_second"
-    assert "map_index=1" in run.output  # really two mapped task instances
+    # Really two mapped task instances of each step, both successful.
+    states = run.task_states
+    assert (states["back_up_target.dump[0]"], states["back_up_target.dump[1]"]) == ("success", "success")
+    assert (states["back_up_target.record[0]"], states["back_up_target.record[1]"]) == ("success", "success")
+    assert "back_up_target.dump[2]" not in states and states["run_outcome"] == "skipped"

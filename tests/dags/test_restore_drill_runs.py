@@ -14,7 +14,7 @@ import pytest
 from pg_dataops import backup
 from pg_dataops.config import load_config
 
-from .conftest import json_posts
+from .conftest import DagRunOutput, json_posts
 
 pytestmark = pytest.mark.dagrun
 MOMENT = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.UTC)  # 25 Nov 02:00 in Seoul
@@ -44,9 +44,9 @@ def run_drill(airflow_home, cluster, s3, bucket, receiver, tmp_path):
     }, extra={"PGBACKUP_BUCKET": bucket, "PGBACKUP_LOCAL_ROOT": str(tmp_path / "drill_root"),
               "PGBACKUP_RETRIES": "0", "PGBACKUP_CATALOG_CONN_ID": "backup_catalog"})
     proc = devstack.dags_test(env, "pg_restore_drill", "2026-11-29T05:00:00+09:00")
-    out = proc.stdout + "\n" + proc.stderr
-    (tmp_path / "drill.log").write_text(out)
-    return out
+    run = DagRunOutput(proc)
+    (tmp_path / "drill.log").write_text(run.output)
+    return run
 
 
 def drills(cluster):
@@ -63,8 +63,10 @@ def scratch_databases(cluster):
 
 def test_drill_restores_the_newest_backup_and_measures_rto(airflow_home, cluster, s3, bucket, receiver, tmp_path,
                                                            seeded):
-    out = run_drill(airflow_home, cluster, s3, bucket, receiver, tmp_path)
-    assert "DagRun Finished" in out and "state=success" in out, out[-3000:]
+    run = run_drill(airflow_home, cluster, s3, bucket, receiver, tmp_path)
+    assert run.state == "success", run.output[-3000:]
+    steps = ("find_latest", "download", "create_drill_db", "restore", "drop_drill_db", "record_drill")
+    assert run.task_states == {**{f"drill_target.{s}[0]": "success" for s in steps}, "run_outcome": "skipped"}
     rows = drills(cluster)
     assert len(rows) == 1 and rows[0]["status"] == "SUCCESS"
     r = rows[0]
@@ -118,12 +120,17 @@ def test_bad_backups_are_detected_and_reported(airflow_home, cluster, s3, bucket
                                                damage, task, cause):
     damage(s3, bucket)
     before = sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"])
-    out = run_drill(airflow_home, cluster, s3, bucket, receiver, tmp_path)
-    assert "DagRun Finished" in out and "state=failed" in out, out[-3000:]
+    run = run_drill(airflow_home, cluster, s3, bucket, receiver, tmp_path)
+    # Red, although record_drill (ALL_DONE) and the teardown succeeded: run_outcome saw the failure.
+    assert run.state == "failed", run.output[-3000:]
+    states = run.task_states
+    assert states[f"drill_target.{task}[0]"] == "failed" and states["drill_target.record_drill[0]"] == "success"
+    assert states["run_outcome"] == "failed"
     slack = json_posts(receiver, "/slack")
     assert len(slack) == 1 and f"task: `drill_target.{task}`" in slack[0]["text"] and cause in slack[0]["text"]
     pd = json_posts(receiver, "/pagerduty")
     assert len(pd) == 1 and cause in pd[0]["payload"]["summary"]
+    assert pd[0]["dedup_key"] == f"pg_restore_drill/{run.run_id}"
     rows = drills(cluster)
     assert [(r["status"], cause in r["error_message"]) for r in rows] == [("FAILED", True)]
     assert sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]) == before  # nothing deleted

@@ -96,3 +96,48 @@ def test_missing_and_broken_files(tmp_path):
     bad.write_text("bucket: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad, environ={})
+
+
+def test_time_limits_default_from_the_file_and_override_from_the_env(tmp_path):
+    cfg = load_config(environ={})
+    assert (cfg.lock_wait_timeout_seconds, cfg.statement_timeout_seconds, cfg.task_timeout_minutes) == (600, 3600, 240)
+    cfg = load_config(environ={"PGBACKUP_LOCK_WAIT_TIMEOUT_SECONDS": "5", "PGBACKUP_STATEMENT_TIMEOUT_SECONDS": "90",
+                               "PGBACKUP_TASK_TIMEOUT_MINUTES": "1"})
+    assert (cfg.lock_wait_timeout_seconds, cfg.statement_timeout_seconds, cfg.task_timeout_minutes) == (5, 90, 1)
+    p = write(tmp_path, lock_wait_timeout_seconds=30, statement_timeout_seconds=120, task_timeout_minutes=60)
+    cfg = load_config(p, environ={})
+    assert (cfg.lock_wait_timeout_seconds, cfg.statement_timeout_seconds, cfg.task_timeout_minutes) == (30, 120, 60)
+
+
+@pytest.mark.parametrize(
+    ("changes", "env", "message"),
+    [
+        ({"lock_wait_timeout_seconds": 0}, {}, "lock_wait_timeout_seconds: 0 is outside 1..86400"),
+        ({"statement_timeout_seconds": -1}, {}, "statement_timeout_seconds: -1 is outside 1..604800"),
+        ({"task_timeout_minutes": 0}, {}, "task_timeout_minutes: 0 is outside 1..10080"),
+        ({"dagrun_timeout_minutes": 0}, {}, "dagrun_timeout_minutes: 0 is outside 1..10080"),
+        ({}, {"PGBACKUP_DAGRUN_TIMEOUT_MINUTES": "10081"}, "dagrun_timeout_minutes: 10081 is outside 1..10080"),
+        ({"dagrun_timeout_minutes": None}, {}, "dagrun_timeout_minutes: required setting is missing"),
+        ({}, {"PGBACKUP_TASK_TIMEOUT_MINUTES": "4h"}, "PGBACKUP_TASK_TIMEOUT_MINUTES"),
+        ({"lock_wait_timeout_seconds": None}, {}, "lock_wait_timeout_seconds"),
+    ],
+)
+def test_bad_time_limits_are_refused_naming_the_setting(tmp_path, changes, env, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, **changes), environ=env)
+    assert message in str(exc.value), str(exc.value)
+
+
+def test_dagrun_timeout_defaults_to_six_hours_and_overrides_from_file_and_env(tmp_path):
+    assert load_config(environ={}).dagrun_timeout_minutes == 360
+    assert load_config(environ={"PGBACKUP_DAGRUN_TIMEOUT_MINUTES": "1"}).dagrun_timeout_minutes == 1
+    assert load_config(write(tmp_path, dagrun_timeout_minutes=480), environ={}).dagrun_timeout_minutes == 480
+
+
+def test_time_limits_become_our_sessions_options():
+    """statement_timeout and lock_timeout (seconds in the config) reach the server as libpq options (ms)."""
+    from pg_dataops.pgtools import PgConn
+
+    conn = PgConn(host="h", port=5432, user="u", dbname="d", password="pw-9", statement_timeout=90, lock_timeout=5)
+    assert conn.session_options() == "-c statement_timeout=90000 -c lock_timeout=5000"
+    assert "pw-9" not in repr(conn)

@@ -74,3 +74,32 @@ def test_pagerduty_base_url_from_connection_host():
 
 def test_redact():
     assert redact("password=hunter2 failed", "hunter2", None) == "password=******** failed"
+
+
+def test_a_task_timeout_alert_names_the_limit():
+    """The task runner's AirflowTaskTimeout says only "Timeout, PID: n": the alert names the limit instead;
+    our own steps' timeout texts (they say what they waited for) are kept as they are."""
+    import datetime as dt
+
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from pg_dataops.notifiers import facts_from_context
+
+    ti = SimpleNamespace(dag_id="pg_backup_monitor", task_id="check_and_alert", run_id="scheduled__1",
+                         log_url="http://x/log", map_index=-1, try_number=1)
+    task = SimpleNamespace(execution_timeout=dt.timedelta(minutes=10))
+    facts = facts_from_context({"ti": ti, "task": task, "exception": AirflowTaskTimeout("Timeout, PID: 4242")})
+    assert facts.error == ("AirflowTaskTimeout: the task ran longer than its execution_timeout (0:10:00; "
+                           "task_timeout_minutes)")
+    own = AirflowTaskTimeout("timed out after 240 min waiting for pg_dump of database 'glimpse' (target glimpse)")
+    facts = facts_from_context({"ti": ti, "task": task, "exception": own})
+    assert facts.error == f"AirflowTaskTimeout: {own}"
+
+
+def test_run_failure_facts_only_for_runs_no_task_alerted():
+    from pg_dataops.notifiers import run_failure_facts
+
+    dag = SimpleNamespace(dag_id="pg_restore_drill", dagrun_timeout=None)
+    assert run_failure_facts({"dag": dag, "run_id": "r", "reason": "task_failure"}) is None
+    facts = run_failure_facts({"dag": dag, "run_id": "r", "reason": "all_tasks_deadlocked"})
+    assert (facts.dag_id, facts.task_id, facts.run_id) == ("pg_restore_drill", "(dag run)", "r")
+    assert facts.error == "the run failed without a failed task (reason: all_tasks_deadlocked)"
