@@ -20,9 +20,9 @@ import datetime as dt
 
 import pendulum
 from airflow.sdk import DAG, Param, chain, task_group
-from pg_dataops.config import load_config
-from pg_dataops.notifiers import default_args
-from pg_dataops.operators import (
+from pg_dataops.airflow.notifiers import default_args
+from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from pg_dataops.backup.operators import (
     CreateScratchDatabaseOperator,
     DropScratchDatabaseOperator,
     NotifyBackupOperator,
@@ -33,9 +33,9 @@ from pg_dataops.operators import (
     WriteChecksumOperator,
     WriteManifestOperator,
 )
-from pg_dataops.operators_retention import ApplyRetentionOperator
-from pg_dataops.operators_runstate import fail_run_on_any_failure
-from pg_dataops.tiers import TIER_CHOICES
+from pg_dataops.common.config import load_config
+from pg_dataops.common.naming import TIER_CHOICES
+from pg_dataops.retention.operators import ApplyRetentionOperator
 
 CFG = load_config()
 

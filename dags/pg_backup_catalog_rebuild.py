@@ -20,10 +20,10 @@ import datetime as dt
 
 import pendulum
 from airflow.sdk import DAG
-from pg_dataops.config import load_config
-from pg_dataops.notifiers import default_args
-from pg_dataops.operators_catalog import RebuildCatalogOperator
-from pg_dataops.operators_runstate import fail_run_on_any_failure
+from pg_dataops.airflow.notifiers import default_args
+from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from pg_dataops.catalog.operators import RebuildCatalogOperator
+from pg_dataops.common.config import load_config
 
 CFG = load_config()
 

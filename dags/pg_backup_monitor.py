@@ -2,7 +2,7 @@
 ### pg_backup_monitor: hourly checks on the backups (runbook "백업 모니터링")
 
 Every hour (`monitor_schedule`, in the configured time zone). One task, **check_and_alert**, evaluates
-`pg_dataops.monitor` on the catalog (`catalog_conn_id`) and the local backup disk, as of the wall clock:
+`pg_dataops.observe.monitor` on the catalog (`catalog_conn_id`) and the local backup disk, as of the wall clock:
 
 - **page** (PagerDuty): the newest SUCCESS backup of a target, of any tier, is older than
   `monitor_max_backup_age_hours` (or there is none). Triggered on every failing run under the key
@@ -23,10 +23,10 @@ import datetime as dt
 
 import pendulum
 from airflow.sdk import DAG
-from pg_dataops.config import load_config
-from pg_dataops.notifiers import default_args
-from pg_dataops.operators_monitor import MonitorBackupsOperator
-from pg_dataops.operators_runstate import fail_run_on_any_failure
+from pg_dataops.airflow.notifiers import default_args
+from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from pg_dataops.common.config import load_config
+from pg_dataops.observe.operators import MonitorBackupsOperator
 
 CFG = load_config()
 

@@ -2,7 +2,7 @@
 ### pg_backup_report: the daily backup report (runbook 09:00 report)
 
 Every day at 09:00 in the configured time zone (`report_schedule`). One task, **post_report**, builds
-`pg_dataops.report` as of the wall clock and posts it to Slack (`slack_conn_id`):
+`pg_dataops.observe.report` as of the wall clock and posts it to Slack (`slack_conn_id`):
 
 - the last 24 h: successes and failures per tier, and every attempt with size, duration, upload and
   verification (failures with their step and error);
@@ -21,10 +21,10 @@ import datetime as dt
 
 import pendulum
 from airflow.sdk import DAG
-from pg_dataops.config import load_config
-from pg_dataops.notifiers import default_args
-from pg_dataops.operators_monitor import BackupReportOperator
-from pg_dataops.operators_runstate import fail_run_on_any_failure
+from pg_dataops.airflow.notifiers import default_args
+from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from pg_dataops.common.config import load_config
+from pg_dataops.observe.operators import BackupReportOperator
 
 CFG = load_config()
 

@@ -32,10 +32,10 @@ import datetime as dt
 
 import pendulum
 from airflow.sdk import DAG, Param
-from pg_dataops.config import load_config
-from pg_dataops.notifiers import default_args
-from pg_dataops.operators_retention import ApplyRetentionOperator
-from pg_dataops.operators_runstate import fail_run_on_any_failure
+from pg_dataops.airflow.notifiers import default_args
+from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from pg_dataops.common.config import load_config
+from pg_dataops.retention.operators import ApplyRetentionOperator
 
 CFG = load_config()
 

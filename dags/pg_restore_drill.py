@@ -17,16 +17,16 @@ import datetime as dt
 
 import pendulum
 from airflow.sdk import DAG, chain, task_group
-from pg_dataops.config import load_config
-from pg_dataops.notifiers import default_args
-from pg_dataops.operators import CreateScratchDatabaseOperator, DropScratchDatabaseOperator
-from pg_dataops.operators_drill import (
+from pg_dataops.airflow.notifiers import default_args
+from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from pg_dataops.backup.operators import CreateScratchDatabaseOperator, DropScratchDatabaseOperator
+from pg_dataops.common.config import load_config
+from pg_dataops.drill.operators import (
     DownloadBackupOperator,
     FindLatestBackupOperator,
     RecordDrillOperator,
     RestoreDrillOperator,
 )
-from pg_dataops.operators_runstate import fail_run_on_any_failure
 
 CFG = load_config()
 

@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "plugins"))
 
 import devstack  # noqa: E402
-from pg_dataops.config import load_config  # noqa: E402
+from pg_dataops.common.config import load_config  # noqa: E402
 
 BENCH_DIR = REPO / ".bench"
 RESULTS = BENCH_DIR / "results.md"
@@ -259,7 +259,8 @@ def settle(cluster: devstack.LocalCluster, dbname: str) -> None:
 
 def time_row_counts(cluster: devstack.LocalCluster, dbname: str) -> float:
     """The pipeline's row-count pass on its own: every count(*) of the dump, one transaction."""
-    from pg_dataops import pgtools, sqlfiles
+    from pg_dataops.common import pg as pgtools
+    from pg_dataops.common import sqlfiles
 
     pg = pgtools.connect(cluster.conn(dbname))
     try:
@@ -340,8 +341,8 @@ def pipeline_run(cluster: devstack.LocalCluster, s3: devstack.MotoS3, dbname: st
 def backup_child() -> None:
     """--backup-child: the pipeline's steps, timed one by one, with this process's own peak RSS."""
     import boto3  # noqa: F401 - imported before the baseline RSS, as a task would have it loaded
-    from pg_dataops import backup
-    from pg_dataops.pgtools import PgConn
+    from pg_dataops.backup import steps as backup
+    from pg_dataops.common.pg import PgConn
 
     rss_after_imports = vm_hwm()
     spec = json.loads(sys.stdin.read())
@@ -456,7 +457,7 @@ def load_pgbench(cluster: devstack.LocalCluster, dbname: str, scale: int) -> flo
 
 def dump_for_verify(cluster: devstack.LocalCluster, dbname: str, cfg, out_dir: Path):
     """One dump (the pipeline's own pg_dump, with the snapshot's counts) that every restore run reads."""
-    from pg_dataops.dump import run_dump
+    from pg_dataops.backup.dump import run_dump
 
     return run_dump(cluster.conn(dbname), str(out_dir), f"{dbname}_verify", fmt=cfg.dump_format,
                     compression=cfg.dump_compression, jobs=cfg.dump_jobs, pg_bin_root=cfg.pg_bin_root)
@@ -477,7 +478,7 @@ def _timed(cluster: devstack.LocalCluster, fn) -> tuple[float, dict]:
 
 
 def _fresh_scratch(cluster: devstack.LocalCluster, kind: str) -> str:
-    from pg_dataops import verify
+    from pg_dataops.backup import verify
 
     # A checkpoint first, untimed: no run pays for the dirty pages of the one before.
     cluster.psql("-c", "CHECKPOINT")
@@ -488,7 +489,7 @@ def _fresh_scratch(cluster: devstack.LocalCluster, kind: str) -> str:
 
 def raw_restore(cluster: devstack.LocalCluster, dump, jobs: int) -> dict:
     """pg_restore -j<jobs> of the dump into a new database (from template0, as the verify step's)."""
-    from pg_dataops import verify
+    from pg_dataops.backup import verify
 
     db = _fresh_scratch(cluster, "bench")
     argv = [str(devstack.PG_BIN / "pg_restore"), "--exit-on-error", "--no-owner", "--no-privileges",
@@ -503,7 +504,7 @@ def raw_restore(cluster: devstack.LocalCluster, dump, jobs: int) -> dict:
 
 def verify_run(cluster: devstack.LocalCluster, dump, cfg, *, check_connections: int | None = None) -> dict:
     """verify.verify_backup of the dump, as the verify step runs it; its own split of the time."""
-    from pg_dataops import verify
+    from pg_dataops.backup import verify
 
     db = _fresh_scratch(cluster, "verify")
     required = tuple(t for t in cfg.verify_required_tables if t in dump.table_counts)

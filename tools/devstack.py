@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
-from pg_dataops.pgtools import PgConn  # noqa: E402
+from pg_dataops.common.pg import PgConn  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import devstack
 import pytest
-from pg_dataops.operators_runstate import OUTCOME_TASK_ID
+from pg_dataops.airflow.runstate import OUTCOME_TASK_ID
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
@@ -28,7 +28,7 @@ def test_no_import_errors(dagbag):
 
 
 def test_every_dag_has_owner_tags_retries_time_limits_and_docs(dagbag):
-    from pg_dataops.config import load_config
+    from pg_dataops.common.config import load_config
 
     cfg = load_config()
     # Tighter than the config's limit: the hourly monitor and the daily report are small jobs.
@@ -54,7 +54,7 @@ def test_every_failure_makes_the_run_failed(dagbag):
     """run_outcome (ONE_FAILED, no retries, no alert of its own) is downstream of every task but setups
     (a failed setup fails its work tasks, which run_outcome sees), and the DAG-level failure callback
     alerts runs stopped by dagrun_timeout."""
-    from pg_dataops.notifiers import alert_run_failure
+    from pg_dataops.airflow.notifiers import alert_run_failure
 
     for dag_id, dag in dagbag.dags.items():
         outcome = dag.get_task(OUTCOME_TASK_ID)

@@ -14,9 +14,10 @@ import re
 import devstack
 import psycopg
 import pytest
-from pg_dataops import catalog, pgtools
-from pg_dataops.monitor import Finding
-from pg_dataops.operators_monitor import plan_alerts
+from pg_dataops.catalog import backup_logs as catalog
+from pg_dataops.common import pg as pgtools
+from pg_dataops.observe.monitor import Finding
+from pg_dataops.observe.operators import plan_alerts
 
 from .conftest import DagRunOutput as DagRun
 from .conftest import json_posts

@@ -12,7 +12,7 @@ import subprocess
 
 import psycopg
 import pytest
-from pg_dataops import manifest as manifest_mod
+from pg_dataops.backup import manifest as manifest_mod
 from psycopg import sql
 
 from .conftest import catalog_rows, files_under, json_posts
@@ -131,7 +131,7 @@ def test_fleet_backs_up_every_target_as_mapped_tasks(run_pg_backup, cluster, s3,
     cluster.psql("-c", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 42);",
                  dbname="fleet_second")
     cfg = tmp_path / "fleet.yaml"
-    from pg_dataops.config import DEFAULT_CONFIG_PATH
+    from pg_dataops.common.config import DEFAULT_CONFIG_PATH
 
     text = DEFAULT_CONFIG_PATH.read_text().replace(
         "targets:\n  - name: glimpse\n    conn_id: glimpse_db\n",

@@ -11,8 +11,8 @@ import os
 import devstack
 import psycopg
 import pytest
-from pg_dataops import backup
-from pg_dataops.config import load_config
+from pg_dataops.backup import steps as backup
+from pg_dataops.common.config import load_config
 
 from .conftest import DagRunOutput, json_posts
 

@@ -26,7 +26,7 @@ SCENARIO_DAGS = textwrap.dedent('''
     import pendulum
     from airflow.sdk import DAG, TriggerRule, setup, task, teardown
     from airflow.sdk.exceptions import AirflowSkipException
-    from pg_dataops.operators_runstate import fail_run_on_any_failure
+    from pg_dataops.airflow.runstate import fail_run_on_any_failure
 
     def build(dag_id, fail):
         with DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False) as dag:

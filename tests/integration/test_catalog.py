@@ -1,11 +1,13 @@
 import datetime as dt
 
 import psycopg
-from pg_dataops import backup, catalog, pgtools
+from pg_dataops.backup import steps
+from pg_dataops.catalog import backup_logs as catalog
+from pg_dataops.common import pg as pgtools
 
 
 def row(status="SUCCESS", run_id="r1", **kw):
-    base = backup.catalog_row(
+    base = steps.catalog_row(
         target="glimpse", tier="daily", moment=dt.datetime(2026, 11, 25, 2, tzinfo=dt.UTC),
         dump={"snapshot_time": "2026-11-24T17:00:01Z", "database": "glimpse", "file": "f.dump", "size": 3 * 1048576,
               "sha256": "a" * 64, "duration_seconds": 1.5},

@@ -1,6 +1,6 @@
 """backup_logs rebuilt from the manifests in S3 (moto over HTTP) into a fresh catalog database.
 
-The manifests are built with pg_dataops.manifest.build_manifest, as pg_backup writes them; beside them
+The manifests are built with pg_dataops.backup.manifest.build_manifest, as pg_backup writes them; beside them
 sit an unverified one, one from outside Airflow, and several that must be skipped with their reason.
 """
 
@@ -16,8 +16,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pg_dataops import catalog_rebuild, manifest, pgtools
-from pg_dataops.catalog_rebuild import FAILED_MESSAGE, NoManifestsFound
+from pg_dataops.backup import manifest
+from pg_dataops.catalog import rebuild
+from pg_dataops.catalog.rebuild import FAILED_MESSAGE, NoManifestsFound
+from pg_dataops.common import pg as pgtools
 
 pytestmark = pytest.mark.integration
 
@@ -165,9 +167,9 @@ def test_rebuild_exact_rows_skipped_list_and_idempotent(cluster, manifests, buck
     dbname = fresh_catalog(cluster)
     pg = pgtools.connect(cluster.conn(dbname))
     try:
-        first = catalog_rebuild.rebuild_catalog(manifests, bucket, PREFIX, pg)
+        first = rebuild.rebuild_catalog(manifests, bucket, PREFIX, pg)
         after_first = rows(cluster, dbname)
-        second = catalog_rebuild.rebuild_catalog(manifests, bucket, PREFIX, pg)
+        second = rebuild.rebuild_catalog(manifests, bucket, PREFIX, pg)
     finally:
         pg.close()
     assert first.to_dict() == {"bucket": bucket, "prefix": PREFIX, "manifests": 10, "recorded": 5, "success": 1,
@@ -185,10 +187,10 @@ def test_rebuild_updates_a_surviving_catalog_row_of_the_same_run(cluster, manife
         stale = dict(zip(COLUMNS, expected_rows(bucket)[0], strict=True))
         stale.update(status="FAILED", error_message="record: catalog was down", failed_step="record",
                      verified=False, verified_at=None)
-        from pg_dataops import catalog
+        from pg_dataops.catalog import backup_logs as catalog
 
         catalog.record(pg, stale)
-        catalog_rebuild.rebuild_catalog(manifests, bucket, PREFIX, pg)
+        rebuild.rebuild_catalog(manifests, bucket, PREFIX, pg)
     finally:
         pg.close()
     assert [r[1:] for r in rows(cluster, dbname)] == expected_rows(bucket)
@@ -221,11 +223,11 @@ def test_a_surviving_success_row_whose_dump_is_gone_becomes_failed(cluster, mani
                    "failed_step": None, "s3_uploaded": True, "verified": True,
                    "verified_at": dt.datetime(2026, 11, 25, 17, 3, 10, tzinfo=UTC)}
     try:
-        from pg_dataops import catalog
+        from pg_dataops.catalog import backup_logs as catalog
 
         catalog.record(pg, {**good_row, "duration_seconds": 99.0})  # what pg_backup wrote, slightly different
         catalog.record(pg, missing_was)
-        result = catalog_rebuild.rebuild_catalog(HeadDenied(manifests, f"{PREFIX}/daily/{GOOD}"), bucket, PREFIX, pg)
+        result = rebuild.rebuild_catalog(HeadDenied(manifests, f"{PREFIX}/daily/{GOOD}"), bucket, PREFIX, pg)
     finally:
         pg.close()
     assert {"key": f"{PREFIX}/daily/{GOOD}.json",
@@ -248,7 +250,7 @@ def test_duplicate_run_identity_is_skipped_not_guessed(cluster, s3, bucket):
     dbname = fresh_catalog(cluster)
     pg = pgtools.connect(cluster.conn(dbname))
     try:
-        result = catalog_rebuild.rebuild_catalog(client, bucket, PREFIX, pg)
+        result = rebuild.rebuild_catalog(client, bucket, PREFIX, pg)
     finally:
         pg.close()
     assert result.recorded == 0 and [s["key"] for s in result.skipped] == [a["s3"]["key"] + ".json",
@@ -264,7 +266,7 @@ def test_no_manifests_is_an_error_and_writes_nothing(cluster, s3, bucket):
     try:
         with pytest.raises(NoManifestsFound, match=rf"no manifests found under s3://{bucket}/database/"
                                                    r"\{daily,weekly,monthly\}/"):
-            catalog_rebuild.rebuild_catalog(s3.client(), bucket, PREFIX, pg)
+            rebuild.rebuild_catalog(s3.client(), bucket, PREFIX, pg)
         assert pg.execute("SELECT to_regclass('public.backup_logs')").fetchone()[0] is None
     finally:
         pg.close()

@@ -7,9 +7,9 @@ import tarfile
 
 import psycopg
 import pytest
-from pg_dataops.dump import run_dump
-from pg_dataops.errors import AuthenticationFailed, ClientVersionError, DatabaseUnreachable, DiskFull
-from pg_dataops.pgtools import PgConn
+from pg_dataops.backup.dump import run_dump
+from pg_dataops.common.errors import AuthenticationFailed, ClientVersionError, DatabaseUnreachable, DiskFull
+from pg_dataops.common.pg import PgConn
 
 DEMO_TABLES = {"users", "user_profiles", "user_preferences", "likes", "matches", "messages", "user_groups"}
 
@@ -115,7 +115,7 @@ def test_disk_full_leaves_nothing(cluster, tiny_disk):
 
 def test_streamed_upload_is_the_file(cluster, s3, bucket, tmp_path):
     """Parts go to S3 while pg_dump writes; the completed object is byte for byte the local file."""
-    from pg_dataops import storage
+    from pg_dataops.common import s3 as storage
 
     client = s3.client()
     up = storage.StreamingUpload(client, bucket, "database/daily/s.dump", storage_class="STANDARD_IA", sse="AES256",
@@ -135,8 +135,8 @@ def test_streamed_upload_is_the_file(cluster, s3, bucket, tmp_path):
 
 
 def test_streamed_upload_refuses_an_existing_key_before_dumping(cluster, s3, bucket, tmp_path):
-    from pg_dataops import storage
-    from pg_dataops.errors import ObjectExists
+    from pg_dataops.common import s3 as storage
+    from pg_dataops.common.errors import ObjectExists
 
     client = s3.client()
     client.put_object(Bucket=bucket, Key="k.dump", Body=b"older backup")

@@ -8,8 +8,8 @@ import time
 import devstack
 import psycopg
 import pytest
-from pg_dataops.dump import DumpTimedOut, run_dump
-from pg_dataops.errors import DumpFailed
+from pg_dataops.backup.dump import DumpTimedOut, run_dump
+from pg_dataops.common.errors import DumpFailed
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,11 @@ import boto3
 import pytest
 from botocore.exceptions import ConnectionClosedError
 from faultproxy import NoConditionalWritesProxy
-from pg_dataops import backup, storage
-from pg_dataops.config import Target, load_config
-from pg_dataops.dump import HashingWriter
-from pg_dataops.errors import ObjectExists, UploadFailed
+from pg_dataops.backup import steps
+from pg_dataops.backup.dump import HashingWriter
+from pg_dataops.common import s3 as storage
+from pg_dataops.common.config import Target, load_config
+from pg_dataops.common.errors import ObjectExists, UploadFailed
 
 MB = 1024 * 1024
 MOMENT = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.UTC)  # 2026-11-25 02:00 in Seoul: a daily
@@ -109,7 +110,7 @@ def test_dump_step_cleans_only_this_targets_leftovers_and_reports_them(cluster, 
     for key in ours_keys + theirs_keys:
         start_incomplete_upload(c, bucket, key)
 
-    res = backup.dump_step(cfg, Target("glimpse", "glimpse_db", "glimpse"), cluster.conn("glimpse"), "daily", MOMENT,
+    res = steps.dump_step(cfg, Target("glimpse", "glimpse_db", "glimpse"), cluster.conn("glimpse"), "daily", MOMENT,
                            c, run_marker="pg_backup/manual__1")
 
     cleaned = res["cleaned"]
@@ -128,7 +129,7 @@ def test_dump_step_cleans_only_this_targets_leftovers_and_reports_them(cluster, 
 def test_cleanup_that_cannot_list_is_reported_not_fatal(cluster, s3, tmp_path):
     """Without streaming the dump does not need S3; a listing that fails is reported in `cleaned`."""
     cfg = config(tmp_path, "no-such-bucket-h4", PGBACKUP_STREAM_UPLOAD="false")
-    res = backup.dump_step(cfg, Target("glimpse", "glimpse_db", "glimpse"), cluster.conn("glimpse"), "daily", MOMENT,
+    res = steps.dump_step(cfg, Target("glimpse", "glimpse_db", "glimpse"), cluster.conn("glimpse"), "daily", MOMENT,
                            s3.client())
     assert len(res["cleaned"]["errors"]) == 1
     assert "cannot list or abort the incomplete multipart uploads under s3://no-such-bucket-h4/database/" in \
@@ -142,15 +143,15 @@ def test_cleanup_that_cannot_list_is_reported_not_fatal(cluster, s3, tmp_path):
 def test_streamed_dump_whose_complete_answer_was_lost_succeeds(cluster, s3, bucket, tmp_path):
     c = s3.client()
     lost = lose_answer_once(c, "CompleteMultipartUpload")
-    res = backup.dump_step(config(tmp_path, bucket), Target("glimpse", "glimpse_db", "glimpse"),
+    res = steps.dump_step(config(tmp_path, bucket), Target("glimpse", "glimpse_db", "glimpse"),
                            cluster.conn("glimpse"), "daily", MOMENT, c, run_marker="pg_backup/r1")
     assert not lost["armed"]  # the answer really was dropped
     body = c.get_object(Bucket=bucket, Key=KEY)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == res["sha256"]
     assert open_uploads(c, bucket) == []
     # the upload step proves it and writes the .sha256, as after any streamed dump
-    checksum = backup.checksum_step(res)
-    up = backup.upload_step(c, config(tmp_path, bucket), res, checksum)
+    checksum = steps.checksum_step(res)
+    up = steps.upload_step(c, config(tmp_path, bucket), res, checksum)
     assert up["already_present"] and up["checksum_verified"] == "s3-sha256-checksum"
     assert keys(c, bucket) == [KEY, KEY + ".sha256"]
 
@@ -166,7 +167,7 @@ def test_upload_retry_finds_its_complete_object_and_finishes_the_sidecars(s3, bu
     path.write_bytes(data)
     dump = {"path": str(path), "file": FILE, "size": len(data), "sha256": sha, "part_sha256": parts,
             "part_size": 5 * MB, "tier": "daily", "target": "glimpse"}
-    checksum = backup.checksum_step(dump)
+    checksum = steps.checksum_step(dump)
     c = s3.client()
     lose_answer_once(c, "CompleteMultipartUpload")
     state = {"heads": 0}
@@ -179,11 +180,11 @@ def test_upload_retry_finds_its_complete_object_and_finishes_the_sidecars(s3, bu
 
     c.meta.events.register("before-parameter-build.s3.HeadObject", unreachable)
     with pytest.raises(UploadFailed, match=f"upload of {path} to s3://{bucket}/{KEY} failed"):
-        backup.upload_step(c, cfg, dump, checksum)
+        steps.upload_step(c, cfg, dump, checksum)
     assert keys(c, bucket) == [KEY]  # complete, no sidecars: what the lost answer left
     assert c.head_object(Bucket=bucket, Key=KEY)["Metadata"]["sha256"] == sha
 
-    retry = backup.upload_step(s3.client(), cfg, dump, checksum)
+    retry = steps.upload_step(s3.client(), cfg, dump, checksum)
     assert retry["already_present"] and retry["sha256"] == sha
     assert keys(c, bucket) == [KEY, KEY + ".sha256"]
     assert c.get_object(Bucket=bucket, Key=KEY + ".sha256")["Body"].read().decode() == f"{sha}  {FILE}\n"
@@ -196,11 +197,11 @@ def test_streamed_retry_replaces_only_its_own_unfinished_object(cluster, s3, buc
     target, conn = Target("glimpse", "glimpse_db", "glimpse"), cluster.conn("glimpse")
     c.put_object(Bucket=bucket, Key=KEY, Body=b"first try", Metadata={"pgdataops-run": "pg_backup/other_run"})
     with pytest.raises(ObjectExists, match=r"an unfinished object of another run \(no .sha256, no .json\); refusing"):
-        backup.dump_step(config(tmp_path, bucket), target, conn, "daily", MOMENT, c, run_marker="pg_backup/r2")
+        steps.dump_step(config(tmp_path, bucket), target, conn, "daily", MOMENT, c, run_marker="pg_backup/r2")
     assert c.get_object(Bucket=bucket, Key=KEY)["Body"].read() == b"first try"
 
     c.put_object(Bucket=bucket, Key=KEY, Body=b"first try", Metadata={"pgdataops-run": "pg_backup/r2"})
-    res = backup.dump_step(config(tmp_path, bucket), target, conn, "daily", MOMENT, c, run_marker="pg_backup/r2")
+    res = steps.dump_step(config(tmp_path, bucket), target, conn, "daily", MOMENT, c, run_marker="pg_backup/r2")
     assert res["cleaned"]["unfinished_object"] == KEY
     body = c.get_object(Bucket=bucket, Key=KEY)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == res["sha256"]
@@ -208,7 +209,7 @@ def test_streamed_retry_replaces_only_its_own_unfinished_object(cluster, s3, buc
     c.put_object(Bucket=bucket, Key=KEY + ".sha256", Body=f"{res['sha256']}  {FILE}\n".encode())
     os.unlink(res["path"])
     with pytest.raises(ObjectExists, match=r"a finished backup \(with .sha256\); refusing to overwrite it"):
-        backup.dump_step(config(tmp_path, bucket), target, conn, "daily", MOMENT, c, run_marker="pg_backup/r2")
+        steps.dump_step(config(tmp_path, bucket), target, conn, "daily", MOMENT, c, run_marker="pg_backup/r2")
     assert hashlib.sha256(c.get_object(Bucket=bucket, Key=KEY)["Body"].read()).hexdigest() == res["sha256"]
 
 
@@ -285,8 +286,8 @@ def test_endpoint_without_conditional_writes_falls_back(s3, bucket, tmp_path):
 def test_drill_passes_over_an_object_that_never_became_a_backup(s3, bucket):
     """What a lost CompleteMultipartUpload answer left (no .sha256, no .json) is not the newest backup; a newer
     object with a broken manifest still is (the drill must not hide it)."""
-    from pg_dataops import drill
-    from pg_dataops.errors import ManifestError
+    from pg_dataops.common.errors import ManifestError
+    from pg_dataops.drill import core as drill
 
     c = s3.client()
     older = "database/daily/glimpse_daily_20261124_020000.dump"

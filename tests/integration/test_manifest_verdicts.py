@@ -6,9 +6,9 @@ import hashlib
 import json
 
 import pytest
-from pg_dataops import backup, manifest
-from pg_dataops.config import load_config
-from pg_dataops.errors import ObjectExists
+from pg_dataops.backup import manifest, steps
+from pg_dataops.common.config import load_config
+from pg_dataops.common.errors import ObjectExists
 
 SHA = "ab" * 32
 KEY = "database/daily/glimpse_daily_20261125_020000.dump"
@@ -46,11 +46,11 @@ PASSED = {"verified": True, "checked_at": "2026-11-24T17:07:00Z", "tables_found"
 
 def test_later_success_updates_the_verdict_and_keeps_the_failed_one(setup, bucket):
     cfg, client, dump, upload, path = setup
-    first = backup.manifest_step(client, cfg, dump, upload, FAILED, "pg_backup", "run1")
+    first = steps.manifest_step(client, cfg, dump, upload, FAILED, "pg_backup", "run1")
     assert first["verified"] is False and first["verifications"] == [FAILED]
     etag_before = client.head_object(Bucket=bucket, Key=KEY + ".json")["ETag"]
 
-    doc = backup.manifest_step(client, cfg, dump, upload, PASSED, "pg_backup", "run1")
+    doc = steps.manifest_step(client, cfg, dump, upload, PASSED, "pg_backup", "run1")
     s3_doc, local_doc = read_both(client, bucket, path)
     assert s3_doc == local_doc == doc
     assert doc["verified"] is True
@@ -65,13 +65,13 @@ def test_later_success_updates_the_verdict_and_keeps_the_failed_one(setup, bucke
     assert keys == [KEY + ".json", KEY + ".sha256"]
 
     # The same verdict again (a retried manifest task) changes nothing.
-    again = backup.manifest_step(client, cfg, dump, upload, PASSED, "pg_backup", "run1")
+    again = steps.manifest_step(client, cfg, dump, upload, PASSED, "pg_backup", "run1")
     assert again == doc
     assert client.head_object(Bucket=bucket, Key=KEY + ".json")["ETag"] == head["ETag"]
 
     # A later failure is kept in the history but does not unprove a file that restored and checked out.
     later = dict(FAILED, checked_at="2026-11-25T00:00:00Z", try_number=1)
-    doc3 = backup.manifest_step(client, cfg, dump, upload, later, "pg_backup", "run1")
+    doc3 = steps.manifest_step(client, cfg, dump, upload, later, "pg_backup", "run1")
     assert doc3["verified"] is True and doc3["verification"] == PASSED
     assert doc3["verifications"] == [FAILED, PASSED, later]
 
@@ -79,29 +79,29 @@ def test_later_success_updates_the_verdict_and_keeps_the_failed_one(setup, bucke
 @pytest.mark.parametrize("field, value", [("sha256", "cd" * 32), ("size", 11), ("table_counts", {"public.users": 4})])
 def test_anything_but_the_verdict_differing_is_refused(setup, bucket, field, value):
     cfg, client, dump, upload, path = setup
-    backup.manifest_step(client, cfg, dump, upload, FAILED, "pg_backup", "run1")
+    steps.manifest_step(client, cfg, dump, upload, FAILED, "pg_backup", "run1")
     before = read_both(client, bucket, path)
     other = copy.deepcopy(dump)
     other[field] = value
     with pytest.raises(ObjectExists, match=r"already exists and describes another dump or upload .* differ\); "
                                            r"refusing to overwrite it"):
-        backup.manifest_step(client, cfg, other, upload, PASSED, "pg_backup", "run1")
+        steps.manifest_step(client, cfg, other, upload, PASSED, "pg_backup", "run1")
     assert read_both(client, bucket, path) == before
 
 
 def test_other_run_is_refused_too(setup, bucket):
     cfg, client, dump, upload, path = setup
-    backup.manifest_step(client, cfg, dump, upload, FAILED, "pg_backup", "run1")
+    steps.manifest_step(client, cfg, dump, upload, FAILED, "pg_backup", "run1")
     with pytest.raises(ObjectExists, match=r"\(airflow differ\)"):
-        backup.manifest_step(client, cfg, dump, upload, PASSED, "pg_backup", "run2")
+        steps.manifest_step(client, cfg, dump, upload, PASSED, "pg_backup", "run2")
 
 
 def test_s3_copy_missing_is_completed_from_the_local_one(setup, bucket):
     # A manifest task that wrote the local file and then lost S3: its retry merges and uploads.
     cfg, client, dump, upload, path = setup
-    backup.manifest_step(client, cfg, dump, upload, FAILED, "pg_backup", "run1")
+    steps.manifest_step(client, cfg, dump, upload, FAILED, "pg_backup", "run1")
     client.delete_object(Bucket=bucket, Key=KEY + ".json")
-    doc = backup.manifest_step(client, cfg, dump, upload, PASSED, "pg_backup", "run1")
+    doc = steps.manifest_step(client, cfg, dump, upload, PASSED, "pg_backup", "run1")
     s3_doc, local_doc = read_both(client, bucket, path)
     assert s3_doc == local_doc == doc and doc["verifications"] == [FAILED, PASSED]
 

@@ -7,8 +7,10 @@ from collections import namedtuple
 
 import psycopg
 import pytest
-from pg_dataops import catalog, monitor, pgtools
-from pg_dataops.monitor import MonitorSettings, format_bytes
+from pg_dataops.catalog import backup_logs as catalog
+from pg_dataops.common import pg as pgtools
+from pg_dataops.observe import monitor
+from pg_dataops.observe.monitor import MonitorSettings, format_bytes
 
 UTC = dt.UTC
 MiB = 1024 * 1024

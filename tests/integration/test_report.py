@@ -5,8 +5,11 @@ import json
 import zoneinfo
 
 import pytest
-from pg_dataops import catalog, pgtools, report, tiers
-from pg_dataops.monitor import Finding
+from pg_dataops.catalog import backup_logs
+from pg_dataops.common import naming
+from pg_dataops.common import pg as pgtools
+from pg_dataops.observe import report
+from pg_dataops.observe.monitor import Finding
 
 SEOUL = zoneinfo.ZoneInfo("Asia/Seoul")
 MiB, GiB = 1024**2, 1024**3
@@ -22,7 +25,7 @@ STORAGE = {"daily": {"bytes": 30 * GiB, "objects": 30}, "weekly": {"bytes": 12 *
 def rec(pg, when, tier, *, status="SUCCESS", size=None, duration=None, verified=True, error=None, step=None,
         run_id=None):
     ok = status == "SUCCESS"
-    return catalog.record(pg, dict.fromkeys(catalog.COLUMNS) | {
+    return backup_logs.record(pg, dict.fromkeys(backup_logs.COLUMNS) | {
         "backup_date": when, "backup_type": tier, "target": "glimpse", "database_name": "glimpse",
         "file_name": f"glimpse_{tier}_{when:%Y%m%d_%H%M%S}.dump" if ok else None, "file_size_bytes": size,
         "duration_seconds": duration, "status": status, "error_message": error, "failed_step": step,
@@ -43,11 +46,11 @@ def pg(cluster):
     """The scheduled 02:00 runs of 30 days: the tier by the calendar, one failed daily, one verification gap."""
     cluster.createdb("report_t")
     conn = pgtools.connect(cluster.conn("report_t"), autocommit=True)
-    catalog.ensure_schema(conn)
+    backup_logs.ensure_schema(conn)
     for i in range(30):
         day = FIRST_DAY + dt.timedelta(days=i)
         when = dt.datetime.combine(day, dt.time(2, 0), tzinfo=SEOUL)
-        tier = tiers.tier_for(when, "Asia/Seoul")
+        tier = naming.tier_for(when, "Asia/Seoul")
         if tier == "daily" and day == FAILED_DAY:
             rec(conn, when, tier, status="FAILED", error="dump: cannot reach PostgreSQL", step="dump", verified=False)
         elif tier == "daily":  # sizes cycle through the eight bars; durations are flat

@@ -12,9 +12,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from pg_dataops import retention
-from pg_dataops.config import Retention
-from pg_dataops.retention import RetentionRefused, plan_retention
+from pg_dataops.common.config import Retention
+from pg_dataops.retention import core as retention
+from pg_dataops.retention.core import RetentionRefused, plan_retention
 
 from tests.unit.test_retention import NOW, PREFIX, SEOUL_NAME, expected_survivors, history
 

@@ -8,9 +8,9 @@ import devstack
 import psycopg
 import pytest
 from faultproxy import TcpCutProxy
-from pg_dataops import verify
-from pg_dataops.dump import run_dump
-from pg_dataops.errors import ClientVersionError, RestoreServerError
+from pg_dataops.backup import verify
+from pg_dataops.backup.dump import run_dump
+from pg_dataops.common.errors import ClientVersionError, RestoreServerError
 
 
 @pytest.fixture(scope="module")

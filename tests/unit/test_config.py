@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pg_dataops.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from pg_dataops.common.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 
 
 def write(tmp_path: Path, **changes) -> Path:
@@ -136,7 +136,7 @@ def test_dagrun_timeout_defaults_to_six_hours_and_overrides_from_file_and_env(tm
 
 def test_time_limits_become_our_sessions_options():
     """statement_timeout and lock_timeout (seconds in the config) reach the server as libpq options (ms)."""
-    from pg_dataops.pgtools import PgConn
+    from pg_dataops.common.pg import PgConn
 
     conn = PgConn(host="h", port=5432, user="u", dbname="d", password="pw-9", statement_timeout=90, lock_timeout=5)
     assert conn.session_options() == "-c statement_timeout=90000 -c lock_timeout=5000"

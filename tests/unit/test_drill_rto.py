@@ -1,6 +1,6 @@
 import datetime as dt
 
-from pg_dataops.drill import assess_rto, fmt_seconds
+from pg_dataops.drill.core import assess_rto, fmt_seconds
 
 NOW = dt.datetime(2026, 11, 29, 5, tzinfo=dt.UTC)
 HOUR = 3600.0

@@ -4,9 +4,9 @@ import io
 import os
 
 import pytest
-from pg_dataops.dump import HashingWriter, artifact_name
-from pg_dataops.manifest import sha256_line
-from pg_dataops.storage import expected_composite
+from pg_dataops.backup.dump import HashingWriter, artifact_name
+from pg_dataops.backup.manifest import sha256_line
+from pg_dataops.common.s3 import expected_composite
 
 
 @pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 4321])

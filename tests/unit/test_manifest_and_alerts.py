@@ -2,8 +2,9 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from pg_dataops import alerts, manifest
-from pg_dataops.errors import ManifestError, redact
+from pg_dataops.backup import manifest
+from pg_dataops.common import alerts
+from pg_dataops.common.errors import ManifestError, redact
 
 
 def sample_manifest():
@@ -60,7 +61,7 @@ def test_alert_texts_carry_the_facts():
 
 
 def test_pagerduty_base_url_from_connection_host():
-    from pg_dataops.notifiers import events_base_url
+    from pg_dataops.airflow.notifiers import events_base_url
 
     assert events_base_url(SimpleNamespace(host=None, schema=None, port=None)) is None
     assert events_base_url(SimpleNamespace(host="https://events.eu.pagerduty.com/", schema=None, port=None)) == (
@@ -82,7 +83,7 @@ def test_a_task_timeout_alert_names_the_limit():
     import datetime as dt
 
     from airflow.sdk.exceptions import AirflowTaskTimeout
-    from pg_dataops.notifiers import facts_from_context
+    from pg_dataops.airflow.notifiers import facts_from_context
 
     ti = SimpleNamespace(dag_id="pg_backup_monitor", task_id="check_and_alert", run_id="scheduled__1",
                          log_url="http://x/log", map_index=-1, try_number=1)
@@ -96,7 +97,7 @@ def test_a_task_timeout_alert_names_the_limit():
 
 
 def test_run_failure_facts_only_for_runs_no_task_alerted():
-    from pg_dataops.notifiers import run_failure_facts
+    from pg_dataops.airflow.notifiers import run_failure_facts
 
     dag = SimpleNamespace(dag_id="pg_restore_drill", dagrun_timeout=None)
     assert run_failure_facts({"dag": dag, "run_id": "r", "reason": "task_failure"}) is None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from pg_dataops import errors
-from pg_dataops.errors import MASK, redact, register_secret
-from pg_dataops.pgtools import PgConn, classify_connect_error
+from pg_dataops.common import errors
+from pg_dataops.common.errors import MASK, redact, register_secret
+from pg_dataops.common.pg import PgConn, classify_connect_error
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +67,7 @@ def test_objects_holding_a_password_print_without_it():
 
 
 def test_failure_alert_facts_carry_the_redacted_exception():
-    from pg_dataops.notifiers import facts_from_context
+    from pg_dataops.airflow.notifiers import facts_from_context
 
     class TI:
         dag_id, task_id, run_id, map_index, try_number, log_url = "pg_backup", "t", "r", -1, 1, None

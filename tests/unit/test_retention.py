@@ -16,9 +16,9 @@ import boto3
 import pytest
 from dateutil.relativedelta import relativedelta
 from moto import mock_aws
-from pg_dataops import retention
-from pg_dataops.config import Retention
-from pg_dataops.retention import BackupItem, RetentionDeleteFailed, RetentionRefused, plan_retention
+from pg_dataops.common.config import Retention
+from pg_dataops.retention import core as retention
+from pg_dataops.retention.core import BackupItem, RetentionDeleteFailed, RetentionRefused, plan_retention
 
 SEOUL_NAME = "Asia/Seoul"
 SEOUL = ZoneInfo(SEOUL_NAME)
@@ -54,7 +54,7 @@ class Spec:
         return f"{self.tier}/{self.local:%Y}/{self.local:%m}/{self.file}"
 
     def manifest(self, verified: bool = False) -> dict:
-        # The fields pg_dataops.manifest.build_manifest writes that retention reads, plus the runbook's.
+        # The fields pg_dataops.backup.manifest.build_manifest writes that retention reads, plus the runbook's.
         return {
             "timestamp": self.snapshot.isoformat().replace("+00:00", "Z"),
             "type": self.tier,

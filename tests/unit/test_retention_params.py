@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
-from pg_dataops.operators_retention import as_bool, as_fraction, as_targets
+from pg_dataops.retention.operators import as_bool, as_fraction, as_targets
 
 
 @pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("True", True), ("false", False),

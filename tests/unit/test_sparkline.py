@@ -1,8 +1,8 @@
 from decimal import Decimal
 
 import pytest
-from pg_dataops.monitor import format_bytes
-from pg_dataops.report import format_duration, sparkline
+from pg_dataops.observe.monitor import format_bytes
+from pg_dataops.observe.report import format_duration, sparkline
 
 
 def test_empty_input_is_an_empty_line():

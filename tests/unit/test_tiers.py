@@ -1,7 +1,7 @@
 import datetime as dt
 
 import pytest
-from pg_dataops.tiers import backup_basename, local_dir, resolve_tier, tier_for
+from pg_dataops.common.naming import backup_basename, local_dir, resolve_tier, tier_for
 
 UTC = dt.UTC
 SEOUL = "Asia/Seoul"

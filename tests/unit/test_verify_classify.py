@@ -4,8 +4,8 @@ The texts are what pg_restore / psql 15 print (libpq's and the server's own word
 
 import psycopg
 import pytest
-from pg_dataops.errors import AuthenticationFailed, RestoreServerError, VerificationFailed
-from pg_dataops.verify import _check_error, _Job, classify_failure
+from pg_dataops.backup.verify import _check_error, _Job, classify_failure
+from pg_dataops.common.errors import AuthenticationFailed, RestoreServerError, VerificationFailed
 
 SERVER_TROUBLE = {
     "disk full in an index build": (

@@ -24,20 +24,21 @@ class RebuildCatalogOperator(BaseOperator):
     ui_color = "#e0f0e0"
 
     def execute(self, context: Context) -> dict:
-        from pg_dataops import catalog_rebuild, pgtools
-        from pg_dataops.config import ConfigError, load_config
-        from pg_dataops.errors import AuthenticationFailed, ConnectionMissing
-        from pg_dataops.operators import pg_conn, s3_client
+        from pg_dataops.airflow.base import pg_conn, s3_client
+        from pg_dataops.catalog import rebuild
+        from pg_dataops.common import pg as pgtools
+        from pg_dataops.common.config import ConfigError, load_config
+        from pg_dataops.common.errors import AuthenticationFailed, ConnectionMissing
 
         try:
             cfg = load_config()
             client = s3_client(cfg.s3_conn_id)
             pg = pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog", cfg=cfg), autocommit=True)
             try:
-                result = catalog_rebuild.rebuild_catalog(client, cfg.bucket, cfg.prefix, pg)
+                result = rebuild.rebuild_catalog(client, cfg.bucket, cfg.prefix, pg)
             finally:
                 pg.close()
-        except (ConfigError, ConnectionMissing, AuthenticationFailed, catalog_rebuild.NoManifestsFound) as exc:
+        except (ConfigError, ConnectionMissing, AuthenticationFailed, rebuild.NoManifestsFound) as exc:
             raise AirflowFailException(str(exc)) from exc  # retrying cannot fix these
         self.log.info("rebuilt backup_logs in %s from s3://%s/%s: %s manifests, %s rows (%s SUCCESS, %s FAILED), "
                       "%s skipped", cfg.catalog_conn_id, cfg.bucket, cfg.prefix, result.manifests, result.recorded,

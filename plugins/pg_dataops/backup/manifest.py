@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pg_dataops.errors import ManifestError, ObjectExists
+from pg_dataops.common.errors import ManifestError, ObjectExists
 
 MANIFEST_VERSION = 1
 # The runbook's fields first, then what a restore needs to prove itself.

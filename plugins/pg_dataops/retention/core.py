@@ -33,10 +33,10 @@ from dataclasses import asdict, dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pg_dataops.config import Retention
-from pg_dataops.errors import BackupError
-from pg_dataops.storage import describe_error
-from pg_dataops.tiers import TIERS
+from pg_dataops.common.config import Retention
+from pg_dataops.common.errors import BackupError
+from pg_dataops.common.naming import TIERS, parse_name, parse_timestamp
+from pg_dataops.common.s3 import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,6 @@ KEEP = "keep"
 DELETE = "delete"
 PARTS = ("data", "checksum", "manifest")  # also the order of deletion: the manifest goes last
 _SUFFIX = {"checksum": ".sha256", "manifest": ".json"}
-# {target}_{tier}_{YYYYmmdd_HHMMSS}{ext}; the tier and the stamp anchor a target that contains '_'.
-_NAME_RE = re.compile(
-    r"^(?P<target>[a-z][a-z0-9_]*)_(?P<tier>daily|weekly|monthly)_(?P<stamp>\d{8}_\d{6})"
-    r"(?P<ext>\.dump|\.tar|\.sql\.gz|\.sql)$"
-)
 _MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a real manifest is a few kB; anything bigger is not one
 # A scheduled run names its file from the logical date and snapshots seconds later; a day apart is
 # no longer the same moment (a run cleared weeks late, a hand-edited manifest, a wrong clock).
@@ -172,37 +167,12 @@ class ApplyResult:
 # --- names and manifests --------------------------------------------------------------------------
 
 
-def parse_name(file: str, timezone: str) -> tuple[str, str, dt.datetime] | None:
-    """(target, tier, timestamp in UTC) from a dump's file name, or None if it is not one of ours."""
-    m = _NAME_RE.match(file)
-    if not m:
-        return None
-    try:
-        local = dt.datetime.strptime(m["stamp"], "%Y%m%d_%H%M%S")
-    except ValueError:
-        return None
-    moment = local.replace(tzinfo=zoneinfo.ZoneInfo(timezone)).astimezone(dt.UTC)
-    return m["target"], m["tier"], moment
-
-
 def _split_part(name: str) -> tuple[str, str]:
     """('checksum', 'x.dump') for 'x.dump.sha256'; ('data', name) for anything without a sidecar suffix."""
     for part, suffix in _SUFFIX.items():
         if name.endswith(suffix):
             return part, name[: -len(suffix)]
     return "data", name
-
-
-def parse_timestamp(value) -> dt.datetime | None:
-    """An ISO-8601 time with a zone, in UTC; None otherwise."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    # A zoneless time would be a guess between UTC and local time.
-    return moment.astimezone(dt.UTC) if moment.tzinfo is not None else None
 
 
 def _build_item(

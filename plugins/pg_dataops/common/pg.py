@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 import psycopg
 
-from pg_dataops.errors import (
+from pg_dataops.common.errors import (
     AuthenticationFailed,
     ClientVersionError,
     DatabaseUnreachable,

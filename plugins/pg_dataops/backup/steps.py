@@ -1,7 +1,7 @@
 """The steps of one logical backup, as plain functions on plain dicts. Airflow-free.
 
 Each step takes what earlier steps returned (JSON-safe dicts, so they travel as XCom) and returns
-its own result; the operators in ``pg_dataops.operators`` only fetch connections and call these.
+its own result; the operators in ``pg_dataops.backup.operators`` only fetch connections and call these.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ import os
 import shutil
 from typing import Any
 
-from pg_dataops import catalog, manifest, storage, tiers
-from pg_dataops.config import Config, Target
-from pg_dataops.dump import artifact_name, run_dump
-from pg_dataops.errors import BackupError, IntegrityError, ObjectExists
-from pg_dataops.pgtools import PgConn
-from pg_dataops.retention import parse_name
+from pg_dataops.backup import manifest
+from pg_dataops.backup.dump import artifact_name, run_dump
+from pg_dataops.catalog import backup_logs as catalog
+from pg_dataops.common import naming
+from pg_dataops.common import s3 as storage
+from pg_dataops.common.config import Config, Target
+from pg_dataops.common.errors import BackupError, IntegrityError, ObjectExists
+from pg_dataops.common.naming import parse_name
+from pg_dataops.common.pg import PgConn
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ def _backup_key_of(key: str, cfg: Config, target: str) -> bool:
     """Whether ``key`` is ``{prefix}/{tier}/{file}`` of a backup of ``target``."""
     head_, _, name = key.rpartition("/")
     parsed = parse_name(name, cfg.timezone)
-    return parsed is not None and parsed[0] == target and head_ in {s3_key(cfg, t, "")[:-1] for t in tiers.TIERS}
+    return parsed is not None and parsed[0] == target and head_ in {s3_key(cfg, t, "")[:-1] for t in naming.TIERS}
 
 
 def clean_leftovers(cfg: Config, target: str, client=None) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def clean_leftovers(cfg: Config, target: str, client=None) -> dict[str, Any]:
     removed: list[str] = []
     errors: list[str] = []
     # Only the backup tree ({local_root}/{tier}/...): the drill's downloads and anything else stay.
-    walks = (os.walk(os.path.join(cfg.local_root, tier)) for tier in tiers.TIERS)
+    walks = (os.walk(os.path.join(cfg.local_root, tier)) for tier in naming.TIERS)
     for dirpath, dirnames, filenames in (step for walk in walks for step in walk):
         for name in sorted(filenames) + sorted(dirnames):
             if not _leftover_of(name, target, cfg.timezone):
@@ -130,8 +133,8 @@ def dump_step(cfg: Config, target: Target, conn: PgConn, tier: str, moment: dt.d
     First, what killed runs of this target left is removed (``cleaned`` in the result). ``run_marker``
     ("dag_id/run_id") is written on the streamed object, so a retry of the same run can tell its own
     unfinished object from anyone else's."""
-    basename = tiers.backup_basename(target.name, tier, moment, cfg.timezone)
-    out_dir = tiers.local_dir(cfg.local_root, tier, moment, cfg.timezone)
+    basename = naming.backup_basename(target.name, tier, moment, cfg.timezone)
+    out_dir = naming.local_dir(cfg.local_root, tier, moment, cfg.timezone)
     file = artifact_name(basename, cfg.dump_format, cfg.dump_compression)
     streaming = cfg.stream_upload and client is not None
     if streaming:

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from pg_dataops import sqlfiles
+from pg_dataops.common import sqlfiles
 
 COLUMNS = (
     "backup_date", "backup_type", "target", "database_name", "file_name", "file_size_bytes",

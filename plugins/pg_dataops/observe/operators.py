@@ -1,6 +1,6 @@
 """Thin Airflow operators for DAGs ``pg_backup_monitor`` and ``pg_backup_report``.
 
-The rules and texts live in ``pg_dataops.monitor`` and ``pg_dataops.report`` (Airflow-free). Here:
+The rules and texts live in ``pg_dataops.observe.monitor`` and ``pg_dataops.observe.report`` (Airflow-free). Here:
 fetch connections, call them, and deliver.
 
 Alert state is kept in the catalog table ``monitor_alerts`` (``include/sql/catalog/monitor_alerts.sql``),
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from pg_dataops.config import Config, ConfigError, load_config
-from pg_dataops.errors import BackupError, redact
+from pg_dataops.common.config import Config, ConfigError, load_config
+from pg_dataops.common.errors import BackupError, redact
 
 # Everything else (psycopg, boto3, the backup operators) is imported when a task runs: the DAG files
 # import this module at every parse and must stay fast.
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import psycopg
     from airflow.sdk import Context
 
-    from pg_dataops.monitor import Finding, MonitorSettings
+    from pg_dataops.observe.monitor import Finding, MonitorSettings
 
 GiB = 1024**3
 PD_SUMMARY_CHARS = 1024  # PagerDuty Events API v2 limit
@@ -50,7 +50,7 @@ class AlertDeliveryFailed(BackupError):
 
 
 def monitor_settings(cfg: Config) -> MonitorSettings:
-    from pg_dataops.monitor import MonitorSettings
+    from pg_dataops.observe.monitor import MonitorSettings
 
     return MonitorSettings(
         max_backup_age_hours=cfg.monitor_max_backup_age_hours,
@@ -62,14 +62,14 @@ def monitor_settings(cfg: Config) -> MonitorSettings:
 
 
 def connect_catalog(cfg: Config) -> psycopg.Connection:
-    from pg_dataops import pgtools
-    from pg_dataops.operators import pg_conn
+    from pg_dataops.airflow.base import pg_conn
+    from pg_dataops.common import pg as pgtools
 
     return pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog", cfg=cfg), autocommit=True)
 
 
 def evaluate(pg: psycopg.Connection, cfg: Config, now: dt.datetime) -> list[Finding]:
-    from pg_dataops import monitor
+    from pg_dataops.observe import monitor
 
     return monitor.evaluate(pg, now, monitor_settings(cfg), cfg.local_root)
 
@@ -97,7 +97,7 @@ def plan_alerts(findings: Iterable[Finding], state: Mapping[str, Mapping[str, An
 
     ``state``: ``{dedup_key: {"failing": bool, "message": str, "severity": str}}`` from monitor_alerts.
     """
-    from pg_dataops.monitor import PAGE, WARN
+    from pg_dataops.observe.monitor import PAGE, WARN
 
     steps: list[AlertStep] = []
     seen: set[str] = set()
@@ -149,7 +149,7 @@ def slack_escape(text: str) -> str:
 
 def ensure_alert_table(pg: psycopg.Connection) -> None:
     """monitor_alerts, idempotently, under the catalog's schema lock (like catalog.ensure_schema)."""
-    from pg_dataops import sqlfiles
+    from pg_dataops.common import sqlfiles
 
     with pg.transaction():
         pg.execute(sqlfiles.text("catalog/lock.sql"))
@@ -157,13 +157,14 @@ def ensure_alert_table(pg: psycopg.Connection) -> None:
 
 
 def load_alert_state(pg: psycopg.Connection) -> dict[str, dict[str, Any]]:
-    from pg_dataops import monitor, sqlfiles
+    from pg_dataops.common import sqlfiles
+    from pg_dataops.observe import monitor
 
     return {r["dedup_key"]: r for r in monitor.fetch_dicts(pg.execute(sqlfiles.text("monitor/alert_state.sql")))}
 
 
 def record_alert_state(pg: psycopg.Connection, step: AlertStep, now: dt.datetime) -> None:
-    from pg_dataops import sqlfiles
+    from pg_dataops.common import sqlfiles
 
     with pg.transaction():
         if step.forget:
@@ -182,8 +183,8 @@ def storage_by_tier(client, bucket: str, prefix: str) -> dict[str, dict[str, int
     """``{tier: {"bytes": int, "objects": int}}`` of everything under ``{prefix}/{tier}/`` (dumps and sidecars)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from pg_dataops import storage
-    from pg_dataops.tiers import TIERS
+    from pg_dataops.common import s3 as storage
+    from pg_dataops.common.naming import TIERS
 
     storage.check_bucket(client, bucket)  # BucketMissing names the bucket and the endpoint
     out: dict[str, dict[str, int]] = {}
@@ -207,15 +208,15 @@ def storage_by_tier(client, bucket: str, prefix: str) -> dict[str, dict[str, int
 def post_slack(cfg: Config, context: Context, text: str) -> None:
     from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
-    from pg_dataops.operators import airflow_connection
+    from pg_dataops.airflow.base import airflow_connection
 
     airflow_connection(cfg.slack_conn_id, "Slack notifications")
     SlackWebhookNotifier(slack_webhook_conn_id=cfg.slack_conn_id, text=text).notify(context)
 
 
 def send_pagerduty(cfg: Config, step: AlertStep) -> None:
-    from pg_dataops.notifiers import BackupPagerdutyNotifier
-    from pg_dataops.operators import airflow_connection
+    from pg_dataops.airflow.base import airflow_connection
+    from pg_dataops.airflow.notifiers import BackupPagerdutyNotifier
 
     airflow_connection(cfg.pagerduty_conn_id, "PagerDuty alerts")
     notifier = BackupPagerdutyNotifier(pagerduty_events_conn_id=cfg.pagerduty_conn_id)
@@ -250,7 +251,7 @@ class MonitoringStepOperator(BaseOperator):
     errors), without importing the backup operators when a DAG file is parsed."""
 
     def execute(self, context: Context) -> Any:
-        from pg_dataops.operators import PERMANENT
+        from pg_dataops.airflow.base import PERMANENT
 
         try:
             return self.run_step(load_config(), context)
@@ -315,8 +316,8 @@ class BackupReportOperator(MonitoringStepOperator):
     ui_color = "#e8f8d8"
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import report
-        from pg_dataops.operators import s3_client
+        from pg_dataops.airflow.base import s3_client
+        from pg_dataops.observe import report
 
         now = dt.datetime.now(dt.UTC)
         storage = storage_by_tier(s3_client(cfg.s3_conn_id), cfg.bucket, cfg.prefix)

@@ -1,12 +1,18 @@
-"""Backup tier (GFS level) of a run and the names derived from it. Airflow-free."""
+"""Backup tier (GFS level) of a run, and the backup names: built and parsed here, nowhere else. Airflow-free."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zoneinfo
 
 TIERS = ("daily", "weekly", "monthly")
 TIER_CHOICES = ("auto", *TIERS)
+# {target}_{tier}_{YYYYmmdd_HHMMSS}{ext}; the tier and the stamp anchor a target that contains '_'.
+_NAME_RE = re.compile(
+    r"^(?P<target>[a-z][a-z0-9_]*)_(?P<tier>daily|weekly|monthly)_(?P<stamp>\d{8}_\d{6})"
+    r"(?P<ext>\.dump|\.tar|\.sql\.gz|\.sql)$"
+)
 
 
 def tier_for(moment: dt.datetime, timezone: str) -> str:
@@ -40,3 +46,28 @@ def local_dir(local_root: str, tier: str, moment: dt.datetime, timezone: str) ->
     """{local_root}/{tier}/{YYYY}/{MM}, as the runbook lays out its backup tree."""
     local = moment.astimezone(zoneinfo.ZoneInfo(timezone))
     return f"{local_root.rstrip('/')}/{tier}/{local:%Y}/{local:%m}"
+
+
+def parse_name(file: str, timezone: str) -> tuple[str, str, dt.datetime] | None:
+    """(target, tier, timestamp in UTC) from a dump's file name, or None if it is not one of ours."""
+    m = _NAME_RE.match(file)
+    if not m:
+        return None
+    try:
+        local = dt.datetime.strptime(m["stamp"], "%Y%m%d_%H%M%S")
+    except ValueError:
+        return None
+    moment = local.replace(tzinfo=zoneinfo.ZoneInfo(timezone)).astimezone(dt.UTC)
+    return m["target"], m["tier"], moment
+
+
+def parse_timestamp(value) -> dt.datetime | None:
+    """An ISO-8601 time with a zone, in UTC; None otherwise."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # A zoneless time would be a guess between UTC and local time.
+    return moment.astimezone(dt.UTC) if moment.tzinfo is not None else None

@@ -1,8 +1,5 @@
-"""Thin Airflow operators over ``pg_dataops.backup``: fetch connections, call a core step, return its dict.
-
-Errors that retrying cannot fix (a missing connection, a wrong password, a missing bucket, a full
-disk, an existing key) fail the task at once; transient ones (network, S3 hiccups) use the retries.
-The failing step's message is also pushed as XCom ``error`` so the catalog row can say why.
+"""Thin Airflow operators of pg_backup over ``pg_dataops.backup.steps.steps``: fetch connections, call a core step,
+return its dict. The shared base (``BackupStepOperator``, connections, permanent errors) is ``pg_dataops.airflow.base``.
 """
 
 from __future__ import annotations
@@ -11,155 +8,27 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook, BaseOperator, TriggerRule
+from airflow.sdk import TriggerRule
 from airflow.sdk.exceptions import (
-    AirflowFailException,
-    AirflowNotFoundException,
     AirflowSkipException,
-    AirflowTaskTimeout,
 )
 
-from pg_dataops import tiers
-from pg_dataops.config import Config, ConfigError, load_config
-from pg_dataops.errors import (
-    AuthenticationFailed,
+from pg_dataops.common import naming
+from pg_dataops.common.config import Config, ConfigError
+from pg_dataops.common.errors import (
     BackupError,
-    BucketMissing,
-    ClientVersionError,
-    ConnectionMissing,
     DatabaseUnreachable,
-    DiskFull,
-    IntegrityError,
-    ObjectExists,
-    PermanentError,
     VerificationFailed,
     redact,
-    register_secret,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from pg_dataops.pgtools import PgConn
 
-# The DAG files import this module at parse time: boto3 and psycopg (via backup, storage, verify,
-# pgtools) are imported inside the methods that use them, to keep parsing fast.
-
-# Retrying these cannot help; fail fast and alert.
-PERMANENT = (ConfigError, ConnectionMissing, AuthenticationFailed, ClientVersionError, BucketMissing, DiskFull,
-             ObjectExists, IntegrityError, VerificationFailed, PermanentError)
-
-
-def run_moment(context) -> dt.datetime:
-    """The run's logical date, or run_after for manual runs (logical_date may be None in Airflow 3)."""
-    dag_run = context["dag_run"]
-    return dag_run.logical_date or dag_run.run_after
-
-
-def airflow_connection(conn_id: str, purpose: str):
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        env = "AIRFLOW_CONN_" + conn_id.upper()
-        raise ConnectionMissing(
-            f"Airflow connection {conn_id!r} ({purpose}) is not defined: add it in Admin > Connections or as {env}"
-        ) from None
-    register_secret(conn.password)  # every later error text, alert and XCom of this process drops it
-    return conn
-
-
-def pg_conn(conn_id: str, database: str | None, purpose: str, *, require_database: bool = False,
-            cfg: Config | None = None) -> PgConn:
-    """A PgConn from an Airflow connection, with the config's time limits on our own sessions.
-
-    ``require_database``: the database must be named (``database`` or the connection's schema); a
-    server-level connection (restore server, catalog) may fall back to ``postgres``.
-    """
-    from pg_dataops.pgtools import PgConn
-
-    c = airflow_connection(conn_id, purpose)
-    dbname = database or c.schema
-    if not dbname:
-        if require_database:
-            raise ConfigError(
-                f"{purpose}: no database named: set the target's 'database' in the config or the schema "
-                f"(database) field of Airflow connection {conn_id!r}; refusing to fall back to 'postgres'"
-            )
-        dbname = "postgres"
-    cfg = cfg or load_config()
-    return PgConn(
-        host=c.host or "localhost",
-        port=int(c.port or 5432),
-        user=c.login or "postgres",
-        dbname=dbname,
-        password=c.password or None,
-        statement_timeout=cfg.statement_timeout_seconds,
-        lock_timeout=cfg.lock_wait_timeout_seconds,
-    )
-
-
-def s3_client(conn_id: str):
-    # Check first: S3Hook falls back to ambient AWS credentials when the connection is missing,
-    # which would send a backup somewhere nobody configured.
-    airflow_connection(conn_id, "S3 backup storage")
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    return S3Hook(aws_conn_id=conn_id).get_conn()
-
-
-class BackupStepOperator(BaseOperator):
-    """Runs one core step; turns its errors into a clear task failure and an ``error`` XCom."""
-
-    ui_color = "#d8e8f8"
-
-    # What the step is waiting for, in words, for the message when its execution_timeout hits.
-    waiting_for: str | None = None
-
-    def execute(self, context: Context) -> Any:
-        try:
-            cfg = load_config()
-            result = self.run_step(cfg, context)
-        except (BackupError, ConfigError) as exc:
-            context["ti"].xcom_push(key="error", value=redact(f"{self.task_id}: {exc}"))
-            if isinstance(exc, PERMANENT):
-                raise AirflowFailException(redact(str(exc))) from exc
-            raise
-        except AirflowTaskTimeout as exc:
-            # Raised by the task runner's alarm wherever the step was waiting: say what it waited for,
-            # in the record step's FAILED row and in the alert.
-            message = self.timeout_message()
-            context["ti"].xcom_push(key="error", value=f"{self.task_id}: {message}")
-            raise AirflowTaskTimeout(message) from exc
-        # An empty error tells the ALL_DONE steps "no error here" without a not-found lookup,
-        # which the task SDK would log at error level and mislead whoever reads the log.
-        context["ti"].xcom_push(key="error", value="")
-        return result
-
-    def run_step(self, cfg: Config, context: Context) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def timeout_message(self) -> str:
-        limit = self.execution_timeout.total_seconds() / 60 if self.execution_timeout else 0
-        what = f" waiting for {self.waiting_for}" if self.waiting_for else ""
-        return f"timed out after {limit:g} min{what} (execution_timeout: config task_timeout_minutes)"
-
-    def pull(self, context: Context, step: str, key: str = "return_value") -> Any:
-        """XCom of a sibling step in this mapped group (same map index), or None if it never pushed."""
-        ti = context["ti"]
-        prefix = f"{self.task_group.group_id}." if self.task_group and self.task_group.group_id else ""
-        return ti.xcom_pull(task_ids=prefix + step, key=key, map_indexes=ti.map_index)
-
-    @property
-    def backup_target(self) -> str | None:
-        """The target this task works on, for alerts (rendered fields only exist at run time)."""
-        target = getattr(self, "target", None)
-        if isinstance(target, str):
-            return target
-        for name in ("dump", "manifest", "scratch"):
-            value = getattr(self, name, None)
-            if isinstance(value, dict) and isinstance(value.get("target"), str):
-                return value["target"]
-        return None
+# The DAG files import this module at parse time: boto3 and psycopg (via steps, s3, verify, pg) are
+# imported inside the methods that use them, to keep parsing fast.
+from pg_dataops.airflow.base import PERMANENT, BackupStepOperator, airflow_connection, pg_conn, run_moment, s3_client
 
 
 class PgDumpOperator(BackupStepOperator):
@@ -173,15 +42,15 @@ class PgDumpOperator(BackupStepOperator):
         self.tier = tier
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import backup  # lazy: see the note at the top
+        from pg_dataops.backup import steps  # lazy: see the note at the top
 
         target = cfg.target(self.target)
         moment = run_moment(context)
-        tier = tiers.resolve_tier(self.tier, moment, cfg.timezone)
+        tier = naming.resolve_tier(self.tier, moment, cfg.timezone)
         conn = pg_conn(target.conn_id, target.database, f"target {target.name}", require_database=True, cfg=cfg)
         client = s3_client(cfg.s3_conn_id)  # also without streaming: to abort a killed run's multipart uploads
         self.waiting_for = f"pg_dump of database {conn.dbname!r} (target {target.name})"
-        result = backup.dump_step(cfg, target, conn, tier, moment, client,
+        result = steps.dump_step(cfg, target, conn, tier, moment, client,
                                   run_marker=f"{context['ti'].dag_id}/{context['ti'].run_id}")
         self.log.info("dumped %s: %s bytes, sha256 %s", result["file"], result["size"], result["sha256"])
         return result
@@ -197,9 +66,9 @@ class WriteChecksumOperator(BackupStepOperator):
         self.dump = dump
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import backup  # lazy: see the note at the top
+        from pg_dataops.backup import steps  # lazy: see the note at the top
 
-        return backup.checksum_step(self.dump)
+        return steps.checksum_step(self.dump)
 
 
 class UploadBackupOperator(BackupStepOperator):
@@ -213,9 +82,9 @@ class UploadBackupOperator(BackupStepOperator):
         self.checksum = checksum
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import backup  # lazy: see the note at the top
+        from pg_dataops.backup import steps  # lazy: see the note at the top
 
-        result = backup.upload_step(s3_client(cfg.s3_conn_id), cfg, self.dump, self.checksum)
+        result = steps.upload_step(s3_client(cfg.s3_conn_id), cfg, self.dump, self.checksum)
         self.log.info("uploaded s3://%s/%s (%s)", result["bucket"], result["key"], result["checksum_verified"])
         return result
 
@@ -232,7 +101,7 @@ class WriteManifestOperator(BackupStepOperator):
         super().__init__(**kwargs)
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import backup  # lazy: see the note at the top
+        from pg_dataops.backup import steps  # lazy: see the note at the top
 
         dump, upload = self.pull(context, "dump"), self.pull(context, "upload")
         if not isinstance(dump, dict) or not isinstance(upload, dict):
@@ -241,7 +110,7 @@ class WriteManifestOperator(BackupStepOperator):
         verification = self.pull(context, "verify", key="verification") or {
             "verified": False, "error": self.pull(context, "verify", key="error") or "verification did not run"}
         ti = context["ti"]
-        return backup.manifest_step(s3_client(cfg.s3_conn_id), cfg, dump, upload, verification, ti.dag_id, ti.run_id)
+        return steps.manifest_step(s3_client(cfg.s3_conn_id), cfg, dump, upload, verification, ti.dag_id, ti.run_id)
 
 
 class CreateScratchDatabaseOperator(BackupStepOperator):
@@ -255,7 +124,7 @@ class CreateScratchDatabaseOperator(BackupStepOperator):
         self.kind = kind
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import verify  # lazy: see the note at the top
+        from pg_dataops.backup import verify  # lazy: see the note at the top
 
         name = self.target["target"] if isinstance(self.target, dict) else self.target
         target = cfg.target(name)
@@ -276,7 +145,7 @@ class DropScratchDatabaseOperator(BackupStepOperator):
         self.scratch = scratch
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import verify  # lazy: see the note at the top
+        from pg_dataops.backup import verify  # lazy: see the note at the top
 
         verify.drop_database(pg_conn(self.scratch["conn_id"], None, "restore-test server"), self.scratch["database"])
         self.log.info("dropped scratch database %s", self.scratch["database"])
@@ -299,7 +168,7 @@ class VerifyBackupOperator(BackupStepOperator):
         self.scratch = scratch
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import verify  # lazy: see the note at the top
+        from pg_dataops.backup import verify  # lazy: see the note at the top
 
         ti = context["ti"]
         try:
@@ -330,14 +199,14 @@ class VerifyBackupOperator(BackupStepOperator):
 
     def _record_verdict(self, cfg: Config, context: Context, verdict: dict) -> None:
         """The failed verdict into the manifest now; best effort, the verification's error is what counts."""
-        from pg_dataops import backup  # lazy: see the note at the top
+        from pg_dataops.backup import steps  # lazy: see the note at the top
 
         upload = self.pull(context, "upload")
         if not isinstance(upload, dict):
             return
         ti = context["ti"]
         try:
-            backup.manifest_step(s3_client(cfg.s3_conn_id), cfg, self.dump, upload, verdict, ti.dag_id, ti.run_id)
+            steps.manifest_step(s3_client(cfg.s3_conn_id), cfg, self.dump, upload, verdict, ti.dag_id, ti.run_id)
             self.log.info("recorded the failed verification (try %s) in the manifest", ti.try_number)
         except (BackupError, ConfigError) as exc:
             self.log.warning("could not record the failed verification in the manifest: %s", exc)
@@ -362,7 +231,7 @@ class RecordBackupOperator(BackupStepOperator):
         return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=ti.map_index)
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import backup  # lazy: see the note at the top
+        from pg_dataops.backup import steps  # lazy: see the note at the top
 
         ti = context["ti"]
         prefix = f"{self.task_group.group_id}." if self.task_group and self.task_group.group_id else ""
@@ -379,10 +248,10 @@ class RecordBackupOperator(BackupStepOperator):
             error = f"step {failed_step} did not complete (see its log)"
         moment = run_moment(context)
         try:
-            tier = tiers.resolve_tier(self.tier, moment, cfg.timezone)
+            tier = naming.resolve_tier(self.tier, moment, cfg.timezone)
         except ValueError:
             tier = None
-        row = backup.catalog_row(
+        row = steps.catalog_row(
             target=self.target, tier=(results.get("dump") or {}).get("tier", tier), moment=moment,
             dump=results.get("dump"), upload=results.get("upload"), doc=results.get("manifest"),
             error=error, failed_step=failed_step, bucket=cfg.bucket, dag_id=ti.dag_id, run_id=ti.run_id,
@@ -390,7 +259,7 @@ class RecordBackupOperator(BackupStepOperator):
         try:
             pg = _connect_catalog(cfg)
             try:
-                row_id = backup.record_step(pg, row)
+                row_id = steps.record_step(pg, row)
             finally:
                 pg.close()
         except (BackupError, DatabaseUnreachable) as exc:
@@ -405,7 +274,7 @@ class RecordBackupOperator(BackupStepOperator):
 
 
 def _connect_catalog(cfg: Config):
-    from pg_dataops import pgtools
+    from pg_dataops.common import pg as pgtools
 
     return pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog"), autocommit=True)
 
@@ -416,13 +285,13 @@ class NotifyBackupOperator(BackupStepOperator):
     def run_step(self, cfg: Config, context: Context) -> dict:
         from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
-        from pg_dataops import backup  # lazy: see the note at the top
+        from pg_dataops.backup import steps  # lazy: see the note at the top
 
         doc = self.pull(context, "manifest")
         if not isinstance(doc, dict) or not doc.get("verified"):
             raise AirflowSkipException("the backup is not verified: its failure was alerted, no success to post")
         self.manifest = doc
-        text = backup.success_text(doc)
+        text = steps.success_text(doc)
         airflow_connection(cfg.slack_conn_id, "Slack notifications")
         SlackWebhookNotifier(
             slack_webhook_conn_id=cfg.slack_conn_id,

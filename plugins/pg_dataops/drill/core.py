@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pg_dataops import manifest, sqlfiles
-from pg_dataops.errors import BackupError, IntegrityError, ManifestError
-from pg_dataops.retention import parse_name
-from pg_dataops.storage import describe_error
-from pg_dataops.tiers import TIERS
+from pg_dataops.backup import manifest
+from pg_dataops.common import sqlfiles
+from pg_dataops.common.errors import BackupError, IntegrityError, ManifestError
+from pg_dataops.common.naming import TIERS, parse_name
+from pg_dataops.common.s3 import describe_error
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
@@ -166,16 +166,16 @@ def fmt_seconds(seconds: float) -> str:
 
 
 def record_drill(pg, row: dict) -> int:
-    from pg_dataops import catalog
+    from pg_dataops.catalog import backup_logs
 
-    catalog.ensure_schema(pg)
+    backup_logs.ensure_schema(pg)
     with pg.transaction():
         return pg.execute(sqlfiles.text("catalog/record_drill.sql"), row).fetchone()[0]
 
 
 def drill_history(pg, target: str, since: dt.datetime) -> list[tuple[dt.datetime, float]]:
-    from pg_dataops import catalog
+    from pg_dataops.catalog import backup_logs
 
-    catalog.ensure_schema(pg)
+    backup_logs.ensure_schema(pg)
     rows = pg.execute(sqlfiles.text("catalog/drill_history.sql"), {"target": target, "since": since}).fetchall()
     return [(r[0], float(r[1])) for r in rows]

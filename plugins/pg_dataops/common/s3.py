@@ -16,7 +16,7 @@ from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.utils import ChunksizeAdjuster
 
-from pg_dataops.errors import BucketMissing, IntegrityError, ObjectExists, UploadFailed
+from pg_dataops.common.errors import BucketMissing, IntegrityError, ObjectExists, UploadFailed
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Failure alerts: thin subclasses of the Slack and PagerDuty providers' notifiers.
 
 Attached as task-level ``on_failure_callback`` (DAG-level templated notifiers break under
-``dag.test()`` in 3.3.2, apache/airflow#64649). The texts come from ``pg_dataops.alerts``.
+``dag.test()`` in 3.3.2, apache/airflow#64649). The texts come from ``pg_dataops.common.alerts``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from airflow.providers.pagerduty.notifications.pagerduty import PagerdutyNotifie
 from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 from airflow.sdk import BaseHook
 
-from pg_dataops import alerts
-from pg_dataops.errors import redact
+from pg_dataops.common import alerts
+from pg_dataops.common.errors import redact
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def alert_run_failure(context) -> None:
     """DAG-level ``on_failure_callback``: Slack and PagerDuty for a run stopped by ``dagrun_timeout`` (or
     any run failure with no failed task). A plain function, not a notifier: DAG-level templated notifiers
     break under ``dag.test()`` (apache/airflow#64649). Task failures are left to the tasks' own alerts."""
-    from pg_dataops.config import load_config
+    from pg_dataops.common.config import load_config
 
     facts = run_failure_facts(context)
     if facts is None:

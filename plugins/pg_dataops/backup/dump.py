@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
-from pg_dataops import pgtools, sqlfiles
-from pg_dataops.errors import BackupError, DiskFull, DumpFailed, redact
+from pg_dataops.common import pg as pgtools
+from pg_dataops.common import sqlfiles
+from pg_dataops.common.errors import BackupError, DiskFull, DumpFailed, redact
 
 log = logging.getLogger(__name__)
 

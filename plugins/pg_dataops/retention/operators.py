@@ -1,4 +1,4 @@
-"""Thin Airflow operator over ``pg_dataops.retention``: list, plan, apply (or dry-run), report.
+"""Thin Airflow operator over ``pg_dataops.retention.core``: list, plan, apply (or dry-run), report.
 
 First this worker's clock is checked against S3's (its ``Date`` header). Both listings (S3 and the
 local tree) are planned, and the configured targets' newest verified backups in S3 checked for age,
@@ -23,8 +23,8 @@ from airflow.sdk.exceptions import AirflowFailException
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from pg_dataops.config import Config
-    from pg_dataops.retention import ApplyResult, BackupItem, RetentionPlan, RetentionRefused
+    from pg_dataops.common.config import Config
+    from pg_dataops.retention.core import ApplyResult, BackupItem, RetentionPlan, RetentionRefused
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -74,7 +74,7 @@ class ApplyRetentionOperator(BaseOperator):
 
     Refuses (fails, deleting nothing anywhere) when this worker's clock and S3's differ by more than
     ``retention.max_future_skew_minutes``, when a configured target's newest verified backup in S3 is
-    older than ``monitor_max_backup_age_hours``, and when :func:`pg_dataops.retention.plan_retention`
+    older than ``monitor_max_backup_age_hours``, and when :func:`pg_dataops.retention.core.plan_retention`
     refuses. Other targets' backups are kept and listed as "not ours".
 
     :param dry_run: plan and report only. A dry run whose plan exceeds ``max_delete_fraction``
@@ -96,8 +96,8 @@ class ApplyRetentionOperator(BaseOperator):
         self.notify = notify
 
     def execute(self, context: Context) -> dict:
-        from pg_dataops.config import ConfigError, load_config
-        from pg_dataops.errors import ConnectionMissing
+        from pg_dataops.common.config import ConfigError, load_config
+        from pg_dataops.common.errors import ConnectionMissing
 
         try:
             return self.run_step(load_config(), context)
@@ -105,9 +105,9 @@ class ApplyRetentionOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from exc
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import retention
-        from pg_dataops.operators import s3_client
-        from pg_dataops.retention import RetentionDeleteFailed, RetentionRefused
+        from pg_dataops.airflow.base import s3_client
+        from pg_dataops.retention import core as retention
+        from pg_dataops.retention.core import RetentionDeleteFailed, RetentionRefused
 
         dry_run = as_bool(self.dry_run, "dry_run")
         fraction = as_fraction(self.max_delete_fraction)
@@ -205,7 +205,7 @@ class ApplyRetentionOperator(BaseOperator):
     def _summary(source: str, items: list[BackupItem], targets: list[str], plan: RetentionPlan | None,
                  result: ApplyResult | None, refused: RetentionRefused | None) -> dict:
         """JSON-safe, for XCom: counts, and the keys (or paths) deleted or that a real run would delete."""
-        from pg_dataops import retention
+        from pg_dataops.retention import core as retention
 
         # Other targets' backups are listed whether or not there was anything of ours to plan.
         not_ours = [i.display for i in items if i.target not in targets]
@@ -232,8 +232,8 @@ class ApplyRetentionOperator(BaseOperator):
     def _post(self, cfg: Config, context: Context, summary: dict, plans: dict, results: dict) -> None:
         from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
-        from pg_dataops import retention
-        from pg_dataops.operators import airflow_connection
+        from pg_dataops.airflow.base import airflow_connection
+        from pg_dataops.retention import core as retention
 
         mode = "DRY RUN, nothing deleted" if summary["dry_run"] else "applied"
         lines = [f":wastebasket: Backup retention ({mode})"]

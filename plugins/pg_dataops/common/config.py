@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "include" / "config" / "pgbackup.yaml"
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[3] / "include" / "config" / "pgbackup.yaml"
 ENV_PREFIX = "PGBACKUP_"
 
 DUMP_FORMATS = ("custom", "directory", "plain")

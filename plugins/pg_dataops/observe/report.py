@@ -15,9 +15,10 @@ from typing import Any
 
 import psycopg
 
-from pg_dataops import catalog, sqlfiles
-from pg_dataops.monitor import PAGE, Finding, fetch_dicts, fmt_time, format_bytes
-from pg_dataops.tiers import TIERS
+from pg_dataops.catalog import backup_logs
+from pg_dataops.common import sqlfiles
+from pg_dataops.common.naming import TIERS
+from pg_dataops.observe.monitor import PAGE, Finding, fetch_dicts, fmt_time, format_bytes
 
 BARS = "▁▂▃▄▅▆▇█"
 ERROR_CHARS = 300  # a report line, not a log: the full error is in the catalog
@@ -95,7 +96,7 @@ def build_report(
     days = [today - dt.timedelta(days=trend_days - 1 - i) for i in range(trend_days)]
     trend_since = dt.datetime.combine(days[0], dt.time(0), tzinfo=tz)
 
-    catalog.ensure_schema(pg)  # idempotent; a report may run before the first backup
+    backup_logs.ensure_schema(pg)  # idempotent; a report may run before the first backup
     with pg.transaction():
         recent = fetch_dicts(pg.execute(sqlfiles.text("report/recent_backups.sql"), {"since": since, "now": now}))
         trend_rows = fetch_dicts(pg.execute(sqlfiles.text("report/trend.sql"), {"since": trend_since, "now": now}))

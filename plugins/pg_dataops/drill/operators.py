@@ -1,4 +1,4 @@
-"""Thin operators of pg_restore_drill over ``pg_dataops.drill`` and ``pg_dataops.verify``."""
+"""Thin operators of pg_restore_drill over ``pg_dataops.drill.core`` and ``pg_dataops.backup.verify``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule
 
-from pg_dataops.config import Config
-from pg_dataops.errors import PermanentError, VerificationFailed
-from pg_dataops.operators import BackupStepOperator, airflow_connection, pg_conn, s3_client
+from pg_dataops.airflow.base import BackupStepOperator, airflow_connection, pg_conn, s3_client
+from pg_dataops.common.config import Config
+from pg_dataops.common.errors import PermanentError, VerificationFailed
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -39,7 +39,7 @@ class FindLatestBackupOperator(BackupStepOperator):
         self.target = target
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import drill  # lazy: see the note at the top
+        from pg_dataops.drill import core as drill  # lazy: see the note at the top
 
         found = drill.latest_backup(s3_client(cfg.s3_conn_id), cfg.bucket, cfg.prefix, self.target, cfg.timezone)
         self.log.info("newest backup of %s: s3://%s/%s (%s)", self.target, cfg.bucket, found["key"],
@@ -57,7 +57,7 @@ class DownloadBackupOperator(BackupStepOperator):
         self.latest = latest
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import drill  # lazy: see the note at the top
+        from pg_dataops.drill import core as drill  # lazy: see the note at the top
 
         dest = drill_dir(cfg, context["ti"].run_id, self.latest["target"])
         self.waiting_for = f"the download of s3://{cfg.bucket}/{self.latest['key']}"
@@ -80,7 +80,7 @@ class RestoreDrillOperator(BackupStepOperator):
         self.scratch = scratch
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import verify  # lazy: see the note at the top
+        from pg_dataops.backup import verify  # lazy: see the note at the top
 
         doc = self.latest["manifest"]
         self.waiting_for = f"the restore of {doc['file']} into {self.scratch['database']} and its checks"
@@ -111,7 +111,8 @@ class RecordDrillOperator(BackupStepOperator):
         self.target = target
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops import drill, pgtools  # lazy: see the note at the top
+        from pg_dataops.common import pg as pgtools
+        from pg_dataops.drill import core as drill  # lazy: see the note at the top
 
         ti = context["ti"]
         latest, download = self.pull(context, "find_latest"), self.pull(context, "download")

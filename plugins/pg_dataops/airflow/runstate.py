@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from airflow.sdk import BaseOperator, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException
 
-from pg_dataops.notifiers import alert_run_failure
+from pg_dataops.airflow.notifiers import alert_run_failure
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG, Context

@@ -33,8 +33,9 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
-from pg_dataops import pgtools, sqlfiles
-from pg_dataops.errors import (
+from pg_dataops.common import pg as pgtools
+from pg_dataops.common import sqlfiles
+from pg_dataops.common.errors import (
     AuthenticationFailed,
     BackupError,
     ClientVersionError,

@@ -21,7 +21,8 @@ from typing import Any
 
 import psycopg
 
-from pg_dataops import catalog, sqlfiles
+from pg_dataops.catalog import backup_logs as catalog
+from pg_dataops.common import sqlfiles
 
 DEDUP_PREFIX = "pg_backup_monitor"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-SQL_ROOT = Path(__file__).resolve().parents[2] / "include" / "sql"
+SQL_ROOT = Path(__file__).resolve().parents[3] / "include" / "sql"
 
 
 @cache

@@ -1,0 +1,1 @@
+"""Airflow glue shared by the capabilities: base operator, connections, notifiers, run state."""

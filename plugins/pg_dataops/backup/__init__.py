@@ -1,0 +1,1 @@
+"""pg_backup: dump, checksum, upload, manifest, verify and record one backup per target."""

@@ -1,0 +1,1 @@
+"""pg_restore_drill: restore the latest backup into a scratch database and time it (RTO)."""
