@@ -24,11 +24,10 @@ class RebuildCatalogOperator(BaseOperator):
     ui_color = "#e0f0e0"
 
     def execute(self, context: Context) -> dict:
-        from pg_dataops.airflow.base import pg_conn, s3_client
+        from pg_dataops.airflow.base import PERMANENT, pg_conn, s3_client
         from pg_dataops.catalog import rebuild
         from pg_dataops.common import pg as pgtools
-        from pg_dataops.common.config import ConfigError, load_config
-        from pg_dataops.common.errors import AuthenticationFailed, ConnectionMissing
+        from pg_dataops.common.config import load_config
 
         try:
             cfg = load_config()
@@ -38,8 +37,8 @@ class RebuildCatalogOperator(BaseOperator):
                 result = rebuild.rebuild_catalog(client, cfg.bucket, cfg.prefix, pg)
             finally:
                 pg.close()
-        except (ConfigError, ConnectionMissing, AuthenticationFailed, rebuild.NoManifestsFound) as exc:
-            raise AirflowFailException(str(exc)) from exc  # retrying cannot fix these
+        except PERMANENT as exc:  # the one list of what retrying cannot fix (NoManifestsFound is one)
+            raise AirflowFailException(str(exc)) from exc
         self.log.info("rebuilt backup_logs in %s from s3://%s/%s: %s manifests, %s rows (%s SUCCESS, %s FAILED), "
                       "%s skipped", cfg.catalog_conn_id, cfg.bucket, cfg.prefix, result.manifests, result.recorded,
                       result.success, result.failed, len(result.skipped))

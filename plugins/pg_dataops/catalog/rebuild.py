@@ -30,20 +30,20 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pg_dataops.backup import manifest
 from pg_dataops.catalog import backup_logs as catalog
-from pg_dataops.common.errors import BackupError, ManifestError
+from pg_dataops.common import s3
+from pg_dataops.common.errors import BackupError, ManifestError, PermanentError
 from pg_dataops.common.naming import TIERS, parse_name, parse_timestamp
 from pg_dataops.common.s3 import describe_error
 
 FAILED_MESSAGE = "verification failed or did not run (rebuilt from manifest)"
 REBUILT_DAG_ID = "rebuilt"
-_MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a real manifest is a few kB
 
 
 class CatalogRebuildError(BackupError):
     """The manifests could not be listed, or there are none: nothing was written."""
 
 
-class NoManifestsFound(CatalogRebuildError):
+class NoManifestsFound(CatalogRebuildError, PermanentError):
     """Nothing under the tier folders: a wrong bucket or prefix, not an empty history."""
 
 
@@ -66,15 +66,8 @@ class RebuildResult:
 
 def list_manifest_keys(client, bucket: str, prefix: str) -> list[str]:
     """Every ``.json`` key under ``{prefix}/{tier}/`` for the three tiers, sorted."""
-    keys = []
-    for tier in TIERS:
-        tier_prefix = f"{prefix}/{tier}/"
-        try:
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=tier_prefix):
-                keys.extend(o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json"))
-        except (ClientError, BotoCoreError) as exc:
-            raise CatalogRebuildError(f"cannot list s3://{bucket}/{tier_prefix}: {describe_error(exc)}") from None
-    return sorted(keys)
+    return sorted(obj["Key"] for _tier, _prefix, obj in s3.list_tiers(client, bucket, prefix, error=CatalogRebuildError)
+                  if obj["Key"].endswith(".json"))
 
 
 def row_from_manifest(doc: dict[str, Any], *, bucket: str, prefix: str, key: str) -> dict[str, Any]:
@@ -183,15 +176,6 @@ def rebuild_catalog(client, bucket: str, prefix: str, pg, *, max_workers: int = 
             "not an empty history; nothing was written"
         )
 
-    def fetch(key: str) -> tuple[bytes | None, str | None]:
-        try:
-            resp = client.get_object(Bucket=bucket, Key=key)
-            if resp.get("ContentLength", 0) > _MAX_MANIFEST_BYTES:
-                return None, f"{resp['ContentLength']} bytes is too large for a manifest"
-            return resp["Body"].read(), None
-        except (ClientError, BotoCoreError) as exc:
-            return None, f"cannot read it: {describe_error(exc)}"
-
     def dump_size(key: str) -> tuple[int | None, str | None]:
         """(size, None) when the dump beside the manifest exists, (None, None) when it does not."""
         dump_key = key[: -len(".json")]
@@ -200,8 +184,8 @@ def rebuild_catalog(client, bucket: str, prefix: str, pg, *, max_workers: int = 
         except (ClientError, BotoCoreError) as exc:
             return None, f"cannot check its dump s3://{bucket}/{dump_key}: {describe_error(exc)}"
 
+    bodies = s3.read_manifests(client, bucket, keys, max_workers=max_workers)
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        bodies = dict(zip(keys, pool.map(fetch, keys), strict=True))
         dumps = dict(zip(keys, pool.map(dump_size, keys), strict=True))
 
     rows: dict[str, dict[str, Any]] = {}

@@ -10,13 +10,16 @@ import base64
 import hashlib
 import logging
 import os
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.utils import ChunksizeAdjuster
 
-from pg_dataops.common.errors import BucketMissing, IntegrityError, ObjectExists, UploadFailed
+from pg_dataops.common.errors import BackupError, BucketMissing, IntegrityError, ObjectExists, UploadFailed
+from pg_dataops.common.naming import TIERS
 
 log = logging.getLogger(__name__)
 
@@ -537,3 +540,47 @@ def replace_manifest(client, bucket: str, key: str, body: bytes, *, etag: str, s
         raise UploadFailed(f"update of s3://{bucket}/{key} failed: {describe_error(exc)}") from None
     except BotoCoreError as exc:
         raise UploadFailed(f"update of s3://{bucket}/{key} failed: {describe_error(exc)}") from None
+
+
+# --- the backup tree in S3: {prefix}/{tier}/ ----------------------------------------------------------
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a real manifest is a few kB; anything bigger is not one
+
+
+def list_tiers(client, bucket: str, prefix: str, *, error: type[Exception] = BackupError) -> Iterator[tuple[str, str, dict]]:
+    """``(tier, tier_prefix, object)`` for every object under ``{prefix}/{tier}/``, the three tiers in order.
+
+    Only the tier folders are listed, so anything else under the prefix is never touched. A listing that
+    fails raises ``error`` naming the folder.
+    """
+    for tier in TIERS:
+        tier_prefix = f"{prefix}/{tier}/"
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=tier_prefix):
+                for obj in page.get("Contents", []):
+                    yield tier, tier_prefix, obj
+        except (ClientError, BotoCoreError) as exc:
+            raise error(f"cannot list s3://{bucket}/{tier_prefix}: {describe_error(exc)}") from None
+
+
+def read_manifests(client, bucket: str, keys: list[str], *, sizes: Mapping[str, int] | None = None,
+                   max_workers: int = 8) -> dict[str, tuple[bytes | None, str | None]]:
+    """``{key: (body, None) or (None, why not)}`` for many small manifest objects, fetched in parallel.
+
+    An object larger than MAX_MANIFEST_BYTES is not read (by its listed size when ``sizes`` has it, else by
+    the GET's ContentLength). Hundreds of small GETs; boto3 clients are thread-safe.
+    """
+    def fetch(key: str) -> tuple[bytes | None, str | None]:
+        if sizes is not None and sizes.get(key, 0) > MAX_MANIFEST_BYTES:
+            return None, f"{sizes[key]} bytes is too large for a manifest"
+        try:
+            resp = client.get_object(Bucket=bucket, Key=key)
+            if resp.get("ContentLength", 0) > MAX_MANIFEST_BYTES:
+                resp["Body"].close()
+                return None, f"{resp['ContentLength']} bytes is too large for a manifest"
+            return resp["Body"].read(), None
+        except (ClientError, BotoCoreError) as exc:
+            return None, f"cannot read s3://{bucket}/{key}: {describe_error(exc)}"
+
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        return dict(zip(keys, pool.map(fetch, keys), strict=True))

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pg_dataops.backup import manifest
-from pg_dataops.common import sqlfiles
+from pg_dataops.common import s3, sqlfiles
 from pg_dataops.common.errors import BackupError, IntegrityError, ManifestError
-from pg_dataops.common.naming import TIERS, parse_name
+from pg_dataops.common.naming import parse_name
 from pg_dataops.common.s3 import describe_error
 
 log = logging.getLogger(__name__)
@@ -34,17 +34,11 @@ def latest_backup(client, bucket: str, prefix: str, target: str, timezone: str) 
     """
     newest = None
     candidates, listed = [], set()
-    paginator = client.get_paginator("list_objects_v2")
-    try:
-        for tier in TIERS:
-            for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/{tier}/"):
-                for obj in page.get("Contents", []):
-                    listed.add(obj["Key"])
-                    parsed = parse_name(obj["Key"].rsplit("/", 1)[1], timezone)
-                    if parsed and parsed[0] == target:
-                        candidates.append((obj["Key"], parsed[2], obj["Size"]))
-    except (ClientError, BotoCoreError) as exc:
-        raise BackupError(f"cannot list s3://{bucket}/{prefix}/: {describe_error(exc)}") from None
+    for _tier, _prefix, obj in s3.list_tiers(client, bucket, prefix, error=BackupError):
+        listed.add(obj["Key"])
+        parsed = parse_name(obj["Key"].rsplit("/", 1)[1], timezone)
+        if parsed and parsed[0] == target:
+            candidates.append((obj["Key"], parsed[2], obj["Size"]))
     for key, moment, size in candidates:
         if (key + ".json" in listed or key + ".sha256" in listed) and (newest is None or moment > newest[1]):
             newest = (key, moment, size)

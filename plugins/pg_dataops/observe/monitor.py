@@ -23,6 +23,7 @@ import psycopg
 
 from pg_dataops.catalog import backup_logs as catalog
 from pg_dataops.common import sqlfiles
+from pg_dataops.common.formatting import fmt_time
 
 DEDUP_PREFIX = "pg_backup_monitor"
 
@@ -286,10 +287,6 @@ def format_bytes(n: float | int | None) -> str:
         i += 1
     unit = units[i]
     return f"{value:.1f} {unit}"
-
-
-def fmt_time(moment: dt.datetime, tz: dt.tzinfo) -> str:
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _num(x: float | int | None) -> str:

@@ -30,6 +30,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pg_dataops.common.config import Config, ConfigError, load_config
 from pg_dataops.common.errors import BackupError, redact
+from pg_dataops.common.formatting import slack_escape
 
 # Everything else (psycopg, boto3, the backup operators) is imported when a task runs: the DAG files
 # import this module at every parse and must stay fast.
@@ -142,11 +143,6 @@ def _summary(text: str) -> str:
     return text if len(text) <= PD_SUMMARY_CHARS else text[: PD_SUMMARY_CHARS - 3] + "..."
 
 
-def slack_escape(text: str) -> str:
-    """Slack mrkdwn needs &, < and > escaped, or they become links and mentions."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def ensure_alert_table(pg: psycopg.Connection) -> None:
     """monitor_alerts, idempotently, under the catalog's schema lock (like catalog.ensure_schema)."""
     from pg_dataops.common import sqlfiles
@@ -181,24 +177,15 @@ def record_alert_state(pg: psycopg.Connection, step: AlertStep, now: dt.datetime
 
 def storage_by_tier(client, bucket: str, prefix: str) -> dict[str, dict[str, int]]:
     """``{tier: {"bytes": int, "objects": int}}`` of everything under ``{prefix}/{tier}/`` (dumps and sidecars)."""
-    from botocore.exceptions import BotoCoreError, ClientError
 
     from pg_dataops.common import s3 as storage
     from pg_dataops.common.naming import TIERS
 
     storage.check_bucket(client, bucket)  # BucketMissing names the bucket and the endpoint
-    out: dict[str, dict[str, int]] = {}
-    for tier in TIERS:
-        tier_prefix = f"{prefix}/{tier}/"
-        total = objects = 0
-        try:
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=tier_prefix):
-                for obj in page.get("Contents", []):
-                    total += int(obj.get("Size", 0))
-                    objects += 1
-        except (ClientError, BotoCoreError) as exc:
-            raise BackupError(f"cannot list s3://{bucket}/{tier_prefix}: {storage.describe_error(exc)}") from None
-        out[tier] = {"bytes": total, "objects": objects}
+    out: dict[str, dict[str, int]] = {tier: {"bytes": 0, "objects": 0} for tier in TIERS}
+    for tier, _prefix, obj in storage.list_tiers(client, bucket, prefix, error=BackupError):
+        out[tier]["bytes"] += int(obj.get("Size", 0))
+        out[tier]["objects"] += 1
     return out
 
 

@@ -17,8 +17,9 @@ import psycopg
 
 from pg_dataops.catalog import backup_logs
 from pg_dataops.common import sqlfiles
+from pg_dataops.common.formatting import fmt_time, slack_escape
 from pg_dataops.common.naming import TIERS
-from pg_dataops.observe.monitor import PAGE, Finding, fetch_dicts, fmt_time, format_bytes
+from pg_dataops.observe.monitor import PAGE, Finding, fetch_dicts, format_bytes
 
 BARS = "▁▂▃▄▅▆▇█"
 ERROR_CHARS = 300  # a report line, not a log: the full error is in the catalog
@@ -145,12 +146,12 @@ def _recent_section(rows: list[dict], window_hours: float, tz: dt.tzinfo) -> tup
         if r["status"] == "SUCCESS":
             flags = ("uploaded" if r["s3_uploaded"] else "NOT uploaded", "verified" if r["verified"] else "not verified")
             lines.append(
-                f":white_check_mark: {_esc(r['target'])} {r['backup_type']} {when}: "
+                f":white_check_mark: {slack_escape(r['target'])} {r['backup_type']} {when}: "
                 f"{format_bytes(r['file_size_bytes'])} in {format_duration(r['duration_seconds'])}, {', '.join(flags)}"
             )
         else:
             step = f" in {r['failed_step']}" if r["failed_step"] else ""
-            lines.append(f":x: {_esc(r['target'])} {r['backup_type']} {when}: FAILED{step}: {_esc(_short(r['error_message']))}")
+            lines.append(f":x: {slack_escape(r['target'])} {r['backup_type']} {when}: FAILED{step}: {slack_escape(_short(r['error_message']))}")
         backups.append({
             "target": r["target"], "tier": r["backup_type"], "backup_date": r["backup_date"].isoformat(),
             "status": r["status"], "file_name": r["file_name"], "size_bytes": r["file_size_bytes"],
@@ -169,7 +170,7 @@ def _verification_section(rows: list[dict], tz: dt.tzinfo) -> tuple[str, list[st
         text = f"*Verification*: {len(good) - len(unverified)} of {len(good)} successful backups verified"
         if unverified:
             text += "; not verified: " + ", ".join(
-                f"{_esc(r['target'])} {r['backup_type']} {fmt_time(r['backup_date'], tz)}" for r in unverified
+                f"{slack_escape(r['target'])} {r['backup_type']} {fmt_time(r['backup_date'], tz)}" for r in unverified
             )
     data = {"successful": len(good), "verified": len(good) - len(unverified),
             "not_verified": [{"target": r["target"], "tier": r["backup_type"],
@@ -189,13 +190,13 @@ def _rto_section(drills: list[dict], objective: float, tz: dt.tzinfo) -> tuple[s
         entry: dict[str, Any] = {"measured_seconds": measured, "within_objective": within,
                                  "measured_at": last_ok["drill_date"].isoformat() if last_ok else None,
                                  "latest_status": "SUCCESS"}
-        text = f"{_esc(target)}: "
+        text = f"{slack_escape(target)}: "
         if last_failed and (not last_ok or last_failed["drill_date"] > last_ok["drill_date"]):
             # The newest drill failed: say so before any older measurement.
             entry.update(latest_status="FAILED", latest_failed_at=last_failed["drill_date"].isoformat(),
                          latest_error=last_failed["error_message"])
             text += (f"last drill {fmt_time(last_failed['drill_date'], tz)} FAILED: "
-                     f"{_esc(_short(last_failed['error_message']))}; ")
+                     f"{slack_escape(_short(last_failed['error_message']))}; ")
         if measured is None:
             text += "no measured restore"
         else:
@@ -234,7 +235,7 @@ def _overdue_section(findings: Sequence[Finding] | None) -> tuple[str, list[str]
     if not failing:
         return "overdue", [f"*Overdue*: nothing (all {len(findings)} checks pass)"], []
     lines = ["*Overdue*:"] + [
-        f"{':rotating_light:' if f.severity == PAGE else ':warning:'} {_esc(f.message)}" for f in failing
+        f"{':rotating_light:' if f.severity == PAGE else ':warning:'} {slack_escape(f.message)}" for f in failing
     ]
     return "overdue", lines, [f.to_dict() for f in failing]
 
@@ -296,6 +297,3 @@ def _short(text: str | None) -> str:
     return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
 
 
-def _esc(text: str) -> str:
-    """Slack mrkdwn needs &, < and > escaped, or they become links and mentions."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -28,13 +28,14 @@ import re
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Collection
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pg_dataops.common import s3
 from pg_dataops.common.config import Retention
 from pg_dataops.common.errors import BackupError
+from pg_dataops.common.formatting import fmt_time
 from pg_dataops.common.naming import TIERS, parse_name, parse_timestamp
 from pg_dataops.common.s3 import describe_error
 
@@ -44,7 +45,6 @@ KEEP = "keep"
 DELETE = "delete"
 PARTS = ("data", "checksum", "manifest")  # also the order of deletion: the manifest goes last
 _SUFFIX = {"checksum": ".sha256", "manifest": ".json"}
-_MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a real manifest is a few kB; anything bigger is not one
 # A scheduled run names its file from the logical date and snapshots seconds later; a day apart is
 # no longer the same moment (a run cleared weeks late, a hand-edited manifest, a wrong clock).
 MAX_NAME_SKEW = dt.timedelta(days=1)
@@ -256,10 +256,6 @@ def _window(policy: Retention, tier: str) -> str:
     return f"{getattr(policy, attr)} {unit}"
 
 
-def _local(moment: dt.datetime, tz: dt.tzinfo) -> str:
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
-
-
 def plan_retention(
     backups: list[BackupItem],
     now: dt.datetime,
@@ -308,7 +304,7 @@ def plan_retention(
         worst = future[-1]
         raise RetentionRefused(
             f"retention refused: {len(future)} backup(s) in {where} are dated more than {max_future_skew} after "
-            f"now ({_local(now, tz)}), e.g. {worst.display} at {_local(worst.timestamp, tz)} "
+            f"now ({fmt_time(now, tz)}), e.g. {worst.display} at {fmt_time(worst.timestamp, tz)} "
             f"(from its {worst.timestamp_source}); this clock, the backup host's clock or the time zone is wrong"
         )
 
@@ -369,10 +365,10 @@ def _decide(b: BackupItem, cutoffs, policy: Retention, now, tz, protection: str 
     cutoff = cutoffs[b.tier]
     window = _window(policy, b.tier)
     if b.timestamp > cutoff:
-        return Decision(b, KEEP, f"{when}, within {window} (after {_local(cutoff, tz)})")
+        return Decision(b, KEEP, f"{when}, within {window} (after {fmt_time(cutoff, tz)})")
     if protection:
         return Decision(b, KEEP, f"{when}, older than {window} but {protection}")
-    return Decision(b, DELETE, f"{when}, older than {window} (not after {_local(cutoff, tz)})")
+    return Decision(b, DELETE, f"{when}, older than {window} (not after {fmt_time(cutoff, tz)})")
 
 
 # --- run-wide guards ------------------------------------------------------------------------------
@@ -442,7 +438,7 @@ def check_recent_backups(
             stale.append(f"{target} has no verified backup in {source}")
         elif now - b.timestamp > max_age:
             stale.append(f"the newest verified backup of {target} is {_duration(now - b.timestamp)} old "
-                         f"({b.display}, {_local(b.timestamp, tz)}), older than monitor_max_backup_age_hours "
+                         f"({b.display}, {fmt_time(b.timestamp, tz)}), older than monitor_max_backup_age_hours "
                          f"({max_age.total_seconds() / 3600:g})")
     if stale:
         raise RetentionRefused(
@@ -472,33 +468,17 @@ def list_s3_backups(client, bucket: str, prefix: str, timezone: str, *, max_work
     location = f"s3://{bucket}/{prefix}"
     groups: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     sizes: dict[str, int] = {}
-    for tier in TIERS:
-        tier_prefix = f"{prefix}/{tier}/"
-        try:
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=tier_prefix):
-                for obj in page.get("Contents", []):
-                    rest = obj["Key"][len(tier_prefix):]
-                    part, base = _split_part(rest)
-                    if "/" in rest or parse_name(base, timezone) is None:
-                        log.warning("retention: ignoring s3://%s/%s (not a backup part)", bucket, obj["Key"])
-                        continue
-                    groups[(tier, base)][part] = obj["Key"]
-                    sizes[obj["Key"]] = obj.get("Size", 0)
-        except (ClientError, BotoCoreError) as exc:
-            raise RetentionError(f"cannot list s3://{bucket}/{tier_prefix}: {describe_error(exc)}") from None
-
-    def fetch(key: str) -> tuple[bytes | None, str | None]:
-        if sizes[key] > _MAX_MANIFEST_BYTES:
-            return None, f"{sizes[key]} bytes is too large for a manifest"
-        try:
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read(), None
-        except (ClientError, BotoCoreError) as exc:
-            return None, f"cannot read s3://{bucket}/{key}: {describe_error(exc)}"
+    for tier, tier_prefix, obj in s3.list_tiers(client, bucket, prefix, error=RetentionError):
+        rest = obj["Key"][len(tier_prefix):]
+        part, base = _split_part(rest)
+        if "/" in rest or parse_name(base, timezone) is None:
+            log.warning("retention: ignoring s3://%s/%s (not a backup part)", bucket, obj["Key"])
+            continue
+        groups[(tier, base)][part] = obj["Key"]
+        sizes[obj["Key"]] = obj.get("Size", 0)
 
     keys = [parts["manifest"] for parts in groups.values() if "manifest" in parts]
-    # Hundreds of small GETs; boto3 clients are thread-safe.
-    with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        fetched = dict(zip(keys, pool.map(fetch, keys), strict=True))
+    fetched = s3.read_manifests(client, bucket, keys, sizes=sizes, max_workers=max_workers)
     items = []
     for (tier, base), parts in sorted(groups.items()):
         text, error = fetched.get(parts.get("manifest"), (None, None))
@@ -567,7 +547,7 @@ def list_local_backups(local_root: str, timezone: str) -> list[BackupItem]:
         text, error = None, None
         if "manifest" in parts:
             try:
-                if os.path.getsize(parts["manifest"]) > _MAX_MANIFEST_BYTES:
+                if os.path.getsize(parts["manifest"]) > s3.MAX_MANIFEST_BYTES:
                     error = "too large for a manifest"
                 else:
                     with open(parts["manifest"], "rb") as f:
@@ -644,12 +624,12 @@ def format_report(plan: RetentionPlan, applied: ApplyResult | None = None) -> st
     n_deleted = len(deleted) if applied and not applied.dry_run else len(plan.delete)
     not_ours = plan.not_ours
     lines = [
-        f"Retention of {plan.source} at {_local(plan.now, tz)} ({mode}): {len(plan.decisions)} backups, "
+        f"Retention of {plan.source} at {fmt_time(plan.now, tz)} ({mode}): {len(plan.decisions)} backups, "
         f"keep {len(plan.keep)}, {verb} {n_deleted}"
         + (f", {len(plan.attention)} need attention" if plan.attention else "")
         + (f", {len(not_ours)} not ours ({', '.join(sorted({d.item.target for d in not_ours}))})" if not_ours else ""),
         "policy: " + ", ".join(
-            f"{tier} {_window(plan.policy, tier)} (after {_local(plan.cutoffs[tier], tz)})" for tier in TIERS
+            f"{tier} {_window(plan.policy, tier)} (after {fmt_time(plan.cutoffs[tier], tz)})" for tier in TIERS
         ),
     ]
     if applied and applied.error:
@@ -668,7 +648,7 @@ def format_report(plan: RetentionPlan, applied: ApplyResult | None = None) -> st
             label = "DELETED" if len(deleted[b.display]) == len(b.paths) else "PARTLY DELETED"
         else:
             label = "NOT DELETED"
-        when = _local(b.timestamp, tz) if b.timestamp else "no timestamp"
+        when = fmt_time(b.timestamp, tz) if b.timestamp else "no timestamp"
         origin = "" if b.timestamp_source == "manifest" else f", time from {b.timestamp_source}"
         verified = ", verified" if b.verified else ""
         lines.append(f"{label:<14} {b.target} {b.tier:<7} {when}  {b.display}  {d.reason}{origin}{verified}")

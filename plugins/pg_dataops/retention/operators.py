@@ -96,12 +96,12 @@ class ApplyRetentionOperator(BaseOperator):
         self.notify = notify
 
     def execute(self, context: Context) -> dict:
-        from pg_dataops.common.config import ConfigError, load_config
-        from pg_dataops.common.errors import ConnectionMissing
+        from pg_dataops.airflow.base import PERMANENT
+        from pg_dataops.common.config import load_config
 
         try:
             return self.run_step(load_config(), context)
-        except (ConfigError, ConnectionMissing) as exc:  # retrying cannot fix these
+        except PERMANENT as exc:  # the one list of what retrying cannot fix
             raise AirflowFailException(str(exc)) from exc
 
     def run_step(self, cfg: Config, context: Context) -> dict:
