@@ -341,7 +341,7 @@ def pipeline_run(cluster: devstack.LocalCluster, s3: devstack.MotoS3, dbname: st
 def backup_child() -> None:
     """--backup-child: the pipeline's steps, timed one by one, with this process's own peak RSS."""
     import boto3  # noqa: F401 - imported before the baseline RSS, as a task would have it loaded
-    from pg_dataops.backup import steps as backup
+    from pg_dataops.backup import steps
     from pg_dataops.common.pg import PgConn
 
     rss_after_imports = vm_hwm()
@@ -355,12 +355,12 @@ def backup_child() -> None:
     sampler = ChildPeakSampler()
     sampler.start()
     t0, c0 = time.monotonic(), own_cpu()
-    dump = backup.dump_step(cfg, target, conn, "daily", moment, client)  # streams to S3 (stream_upload)
+    dump = steps.dump_step(cfg, target, conn, "daily", moment, client)  # streams to S3 (stream_upload)
     t1, c1 = time.monotonic(), own_cpu()
     pg_dump_peak = sampler.stop()
-    checksum = backup.checksum_step(dump)
+    checksum = steps.checksum_step(dump)
     t2 = time.monotonic()
-    upload = backup.upload_step(client, cfg, dump, checksum) if client else {}
+    upload = steps.upload_step(client, cfg, dump, checksum) if client else {}
     t3, c3 = time.monotonic(), own_cpu()
 
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU of pg_dump (and its --version probe)

@@ -1,5 +1,6 @@
 """pg_dataops: backup, verification and restore of PostgreSQL, orchestrated by Airflow 3.
 
-Core modules (config, tiers, pgtools, dump, storage, manifest, catalog, backup) import no Airflow
-and are tested without a scheduler; ``operators`` and ``notifiers`` are thin Airflow wrappers.
+One folder per capability (backup, retention, drill, observe, catalog) over a shared kernel (common).
+Only ``pg_dataops.airflow`` and each capability's ``operators.py`` import Airflow (tests/unit/test_layout.py);
+the rest is tested without a scheduler.
 """

@@ -14,7 +14,7 @@ import re
 import devstack
 import psycopg
 import pytest
-from pg_dataops.catalog import backup_logs as catalog
+from pg_dataops.catalog import backup_logs
 from pg_dataops.common import pg as pgtools
 from pg_dataops.observe.monitor import Finding
 from pg_dataops.observe.operators import plan_alerts
@@ -32,7 +32,7 @@ def catalog_pg(cluster):
     """The catalog database, emptied: no backup_logs, restore_drills or alert state from other tests."""
     conn = pgtools.connect(cluster.conn("catalog"), autocommit=True)
     conn.execute("DROP TABLE IF EXISTS backup_logs, restore_drills, monitor_alerts CASCADE")
-    catalog.ensure_schema(conn)
+    backup_logs.ensure_schema(conn)
     yield conn
     conn.close()
 

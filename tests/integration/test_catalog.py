@@ -2,7 +2,7 @@ import datetime as dt
 
 import psycopg
 from pg_dataops.backup import steps
-from pg_dataops.catalog import backup_logs as catalog
+from pg_dataops.catalog import backup_logs
 from pg_dataops.common import pg as pgtools
 
 
@@ -24,12 +24,12 @@ def test_schema_is_idempotent_and_rows_upsert(cluster):
     cluster.createdb("catalog_t1")
     pg = pgtools.connect(cluster.conn("catalog_t1"))
     try:
-        catalog.ensure_schema(pg)
-        catalog.ensure_schema(pg)  # twice: no error
-        first = catalog.record(pg, row("FAILED"))
-        second = catalog.record(pg, row("SUCCESS"))  # the same run re-recorded
+        backup_logs.ensure_schema(pg)
+        backup_logs.ensure_schema(pg)  # twice: no error
+        first = backup_logs.record(pg, row("FAILED"))
+        second = backup_logs.record(pg, row("SUCCESS"))  # the same run re-recorded
         assert first == second
-        catalog.record(pg, row("SUCCESS", run_id="r2"))
+        backup_logs.record(pg, row("SUCCESS", run_id="r2"))
         rows = pg.execute("SELECT run_id, status, file_size_mb, error_message, failed_step, s3_uploaded "
                           "FROM backup_logs ORDER BY run_id").fetchall()
     finally:
@@ -41,7 +41,7 @@ def test_failed_row_keeps_the_reason(cluster):
     cluster.createdb("catalog_t2")
     with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
                          dbname="catalog_t2") as pg:
-        catalog.record(pg, row("FAILED"))
+        backup_logs.record(pg, row("FAILED"))
         assert pg.execute("SELECT status, error_message, failed_step FROM backup_logs").fetchall() == [
             ("FAILED", "dump: boom", "dump")
         ]

@@ -187,9 +187,9 @@ def test_rebuild_updates_a_surviving_catalog_row_of_the_same_run(cluster, manife
         stale = dict(zip(COLUMNS, expected_rows(bucket)[0], strict=True))
         stale.update(status="FAILED", error_message="record: catalog was down", failed_step="record",
                      verified=False, verified_at=None)
-        from pg_dataops.catalog import backup_logs as catalog
+        from pg_dataops.catalog import backup_logs
 
-        catalog.record(pg, stale)
+        backup_logs.record(pg, stale)
         rebuild.rebuild_catalog(manifests, bucket, PREFIX, pg)
     finally:
         pg.close()
@@ -223,10 +223,10 @@ def test_a_surviving_success_row_whose_dump_is_gone_becomes_failed(cluster, mani
                    "failed_step": None, "s3_uploaded": True, "verified": True,
                    "verified_at": dt.datetime(2026, 11, 25, 17, 3, 10, tzinfo=UTC)}
     try:
-        from pg_dataops.catalog import backup_logs as catalog
+        from pg_dataops.catalog import backup_logs
 
-        catalog.record(pg, {**good_row, "duration_seconds": 99.0})  # what pg_backup wrote, slightly different
-        catalog.record(pg, missing_was)
+        backup_logs.record(pg, {**good_row, "duration_seconds": 99.0})  # what pg_backup wrote, slightly different
+        backup_logs.record(pg, missing_was)
         result = rebuild.rebuild_catalog(HeadDenied(manifests, f"{PREFIX}/daily/{GOOD}"), bucket, PREFIX, pg)
     finally:
         pg.close()

@@ -7,7 +7,7 @@ from collections import namedtuple
 
 import psycopg
 import pytest
-from pg_dataops.catalog import backup_logs as catalog
+from pg_dataops.catalog import backup_logs
 from pg_dataops.common import pg as pgtools
 from pg_dataops.observe import monitor
 from pg_dataops.observe.monitor import MonitorSettings, format_bytes
@@ -27,7 +27,7 @@ def catalog_db(cluster):
 @pytest.fixture
 def pg(catalog_db):
     conn = pgtools.connect(catalog_db, autocommit=True)
-    catalog.ensure_schema(conn)
+    backup_logs.ensure_schema(conn)
     conn.execute("TRUNCATE backup_logs, restore_drills RESTART IDENTITY")
     yield conn
     conn.close()
@@ -37,7 +37,7 @@ def rec(pg, when, *, tier="daily", status="SUCCESS", target="glimpse", size=100 
         verified=True, run_id=None, error=None, step=None):
     """One catalog row through the production insert; the same run_id updates it (a fix)."""
     # Columns this test does not care about stay NULL, so new catalog columns don't break it.
-    return catalog.record(pg, dict.fromkeys(catalog.COLUMNS) | {
+    return backup_logs.record(pg, dict.fromkeys(backup_logs.COLUMNS) | {
         "backup_date": when, "backup_type": tier, "target": target, "database_name": target,
         "file_name": f"{target}_{tier}_{when:%Y%m%d_%H%M%S}.dump" if status == "SUCCESS" else None,
         "file_size_bytes": size if status == "SUCCESS" else None, "checksum_sha256": "a" * 64,

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
     from pg_dataops.common.pg import PgConn
 
-# The DAG files import this module at parse time: boto3 and psycopg (via backup, storage, verify,
-# pgtools) are imported inside the methods that use them, to keep parsing fast.
+# The DAG files import this module at parse time: boto3 and psycopg (via backup.steps, common.s3,
+# backup.verify, common.pg) are imported inside the methods that use them, to keep parsing fast.
 
 # Retrying these cannot help; fail fast and alert.
 PERMANENT = (ConfigError, ConnectionMissing, AuthenticationFailed, ClientVersionError, BucketMissing, DiskFull,

@@ -14,9 +14,8 @@ from typing import Any
 
 from pg_dataops.backup import manifest
 from pg_dataops.backup.dump import artifact_name, run_dump
-from pg_dataops.catalog import backup_logs as catalog
-from pg_dataops.common import naming
-from pg_dataops.common import s3 as storage
+from pg_dataops.catalog import backup_logs
+from pg_dataops.common import naming, s3
 from pg_dataops.common.config import Config, Target
 from pg_dataops.common.errors import BackupError, IntegrityError, ObjectExists
 from pg_dataops.common.naming import parse_name
@@ -83,7 +82,7 @@ def clean_leftovers(cfg: Config, target: str, client=None) -> dict[str, Any]:
     aborted: list[dict] = []
     if client is not None:
         try:
-            aborted = storage.abort_uploads_matching(client, cfg.bucket, cfg.prefix.rstrip("/") + "/",
+            aborted = s3.abort_uploads_matching(client, cfg.bucket, cfg.prefix.rstrip("/") + "/",
                                                      lambda key: _backup_key_of(key, cfg, target))
         except BackupError as exc:
             errors.append(str(exc))
@@ -105,10 +104,10 @@ def _free_key_for_stream(client, cfg: Config, key: str, run_marker: str | None) 
     CompleteMultipartUpload was lost): it never became a backup and its row counts died with that
     try, so this try dumps again. Returns the key removed, or None.
     """
-    meta = storage.head(client, cfg.bucket, key)
+    meta = s3.head(client, cfg.bucket, key)
     if meta is None:
         return None
-    sidecars = storage.sidecars_present(client, cfg.bucket, key)
+    sidecars = s3.sidecars_present(client, cfg.bucket, key)
     own = run_marker is not None and meta.get("Metadata", {}).get(RUN_METADATA) == run_marker
     if own and not sidecars:
         log.warning("s3://%s/%s was left unfinished (no .sha256, no .json) by an earlier try of this run (%s); "
@@ -138,7 +137,7 @@ def dump_step(cfg: Config, target: Target, conn: PgConn, tier: str, moment: dt.d
     file = artifact_name(basename, cfg.dump_format, cfg.dump_compression)
     streaming = cfg.stream_upload and client is not None
     if streaming:
-        storage.check_bucket(client, cfg.bucket)  # a missing bucket is named before anything is touched
+        s3.check_bucket(client, cfg.bucket)  # a missing bucket is named before anything is touched
     cleaned = clean_leftovers(cfg, target.name, client)
     uploader = None
     if streaming:
@@ -149,7 +148,7 @@ def dump_step(cfg: Config, target: Target, conn: PgConn, tier: str, moment: dt.d
             # The same try renamed its file before dying: unchecksummed, it is that unfinished dump.
             os.unlink(local)
             cleaned["partial_files"].append(local)
-        uploader = storage.StreamingUpload(client, cfg.bucket, key,
+        uploader = s3.StreamingUpload(client, cfg.bucket, key,
                                            storage_class=cfg.storage_class, sse=cfg.sse, kms_key_id=cfg.kms_key_id,
                                            metadata={RUN_METADATA: _metadata_value(run_marker)} if run_marker else None)
     result = run_dump(
@@ -186,7 +185,7 @@ def checksum_step(dump: dict[str, Any]) -> dict[str, Any]:
 
 def upload_step(client, cfg: Config, dump: dict[str, Any], checksum: dict[str, Any]) -> dict[str, Any]:
     key = s3_key(cfg, dump["tier"], dump["file"])
-    result = storage.upload_file(
+    result = s3.upload_file(
         client,
         dump["path"],
         cfg.bucket,
@@ -200,7 +199,7 @@ def upload_step(client, cfg: Config, dump: dict[str, Any], checksum: dict[str, A
         kms_key_id=cfg.kms_key_id,
     )
     with open(checksum["path"], "rb") as f:
-        storage.put_small(
+        s3.put_small(
             client, cfg.bucket, key + ".sha256", f.read(), content_type="text/plain", sse=cfg.sse,
             kms_key_id=cfg.kms_key_id,
         )
@@ -223,7 +222,7 @@ def manifest_step(
     )
     key = upload["key"] + ".json"
     local = dump["path"] + ".json"
-    in_s3 = storage.read_small(client, cfg.bucket, key)
+    in_s3 = s3.read_small(client, cfg.bucket, key)
     final = doc
     if os.path.exists(local):
         with open(local, "rb") as f:
@@ -237,12 +236,12 @@ def manifest_step(
         f.write(text)
     os.replace(tmp, local)
     if in_s3 is None:
-        storage.put_small(
+        s3.put_small(
             client, cfg.bucket, key, text.encode(), content_type="application/json",
             sse=cfg.sse, kms_key_id=cfg.kms_key_id,
         )
     elif in_s3[0] != text.encode():
-        storage.replace_manifest(client, cfg.bucket, key, text.encode(), etag=in_s3[1], sse=cfg.sse,
+        s3.replace_manifest(client, cfg.bucket, key, text.encode(), etag=in_s3[1], sse=cfg.sse,
                                  kms_key_id=cfg.kms_key_id)
     return final
 
@@ -286,7 +285,7 @@ def catalog_row(
 
 
 def record_step(pg, row: dict[str, Any]) -> int:
-    return catalog.record(pg, row)
+    return backup_logs.record(pg, row)
 
 
 def success_text(doc: dict[str, Any]) -> str:

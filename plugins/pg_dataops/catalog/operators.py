@@ -1,4 +1,4 @@
-"""Thin Airflow operator over ``pg_dataops.catalog_rebuild``: S3 client and catalog connection, then the core.
+"""Thin Airflow operator over ``pg_dataops.catalog.rebuild``: S3 client and catalog connection, then the core.
 
 The core modules are imported in ``execute``: the DAG file only needs the class, so it parses fast.
 """

@@ -29,7 +29,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pg_dataops.backup import manifest
-from pg_dataops.catalog import backup_logs as catalog
+from pg_dataops.catalog import backup_logs
 from pg_dataops.common import s3
 from pg_dataops.common.errors import BackupError, ManifestError, PermanentError
 from pg_dataops.common.naming import TIERS, parse_name, parse_timestamp
@@ -222,7 +222,7 @@ def rebuild_catalog(client, bucket: str, prefix: str, pg, *, max_workers: int = 
             if problem is not None:
                 rows[key] = failed_for_dump(rows[key], problem, present=size is not None)
                 result.dump_problems.append({"key": key, "problem": problem})
-            catalog.record(pg, rows[key])
+            backup_logs.record(pg, rows[key])
             result.recorded += 1
             result.success += rows[key]["status"] == "SUCCESS"
             result.failed += rows[key]["status"] == "FAILED"

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from pg_dataops.catalog import backup_logs as catalog
+from pg_dataops.catalog import backup_logs
 from pg_dataops.common import sqlfiles
 from pg_dataops.common.formatting import fmt_time
 
@@ -104,7 +104,7 @@ def evaluate(pg: psycopg.Connection, now: dt.datetime, settings: MonitorSettings
         raise ValueError("evaluate needs a timezone-aware 'now'")
     since = now - dt.timedelta(hours=settings.lookback_hours)
     # Idempotent; the monitor may well run before the first backup ever created the table.
-    catalog.ensure_schema(pg)
+    backup_logs.ensure_schema(pg)
     with pg.transaction():
         targets = list(settings.targets) or [r[0] for r in pg.execute(sqlfiles.text("monitor/known_targets.sql"))]
         fresh = fetch_dicts(pg.execute(sqlfiles.text("monitor/freshness.sql"), {"targets": targets, "now": now}))

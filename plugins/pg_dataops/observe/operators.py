@@ -178,12 +178,12 @@ def record_alert_state(pg: psycopg.Connection, step: AlertStep, now: dt.datetime
 def storage_by_tier(client, bucket: str, prefix: str) -> dict[str, dict[str, int]]:
     """``{tier: {"bytes": int, "objects": int}}`` of everything under ``{prefix}/{tier}/`` (dumps and sidecars)."""
 
-    from pg_dataops.common import s3 as storage
+    from pg_dataops.common import s3
     from pg_dataops.common.naming import TIERS
 
-    storage.check_bucket(client, bucket)  # BucketMissing names the bucket and the endpoint
+    s3.check_bucket(client, bucket)  # BucketMissing names the bucket and the endpoint
     out: dict[str, dict[str, int]] = {tier: {"bytes": 0, "objects": 0} for tier in TIERS}
-    for tier, _prefix, obj in storage.list_tiers(client, bucket, prefix, error=BackupError):
+    for tier, _prefix, obj in s3.list_tiers(client, bucket, prefix, error=BackupError):
         out[tier]["bytes"] += int(obj.get("Size", 0))
         out[tier]["objects"] += 1
     return out
