@@ -247,7 +247,7 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
                 argv,
                 stdout=subprocess.DEVNULL if fmt == "directory" else subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=_pg_dump_env(conn, major),
+                env=conn.client_tool_env(major),
             )
         except OSError as exc:
             raise DumpFailed(f"cannot start {pg_dump}: {exc.strerror}") from None
@@ -358,15 +358,6 @@ class _Watchdog:
     def cancel(self) -> None:
         if self._timer:
             self._timer.cancel()
-
-
-def _pg_dump_env(conn: pgtools.PgConn, major: int) -> dict[str, str]:
-    env = conn.libpq_env()
-    if major >= 14:
-        # A killed pg_dump (timeout) must not leave its server session queued for a lock: the server
-        # checks every 5 s whether the client is still there (PostgreSQL 14+).
-        env["PGOPTIONS"] = "-c client_connection_check_interval=5000"
-    return env
 
 
 def _cancel_quietly(pg: psycopg.Connection) -> None:

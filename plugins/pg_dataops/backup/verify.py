@@ -197,7 +197,30 @@ def restore(conn: pgtools.PgConn, path: str, fmt: str, *, jobs: int, pg_bin_root
             timeout: float | None = None) -> float:
     """Restore ``path`` into ``conn.dbname``; returns seconds. Stops at the first error."""
     started = time.monotonic()
-    env = conn.libpq_env()
+    env = conn.client_tool_env(major)
+    try:
+        _restore(conn, path, fmt, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout)
+    except BaseException:
+        # A stopped restore client (time limit, task killed) may leave server sessions that finish their
+        # statement first; they are in our scratch database, so end them now.
+        _end_sessions(conn)
+        raise
+    return round(time.monotonic() - started, 3)
+
+
+def _end_sessions(conn: pgtools.PgConn) -> None:
+    try:
+        pg = pgtools.connect(conn, autocommit=True)
+        try:
+            pg.execute(sqlfiles.text("verify/end_sessions.sql"))
+        finally:
+            pg.close()
+    except Exception as exc:  # best effort: the scratch database is dropped WITH (FORCE) afterwards anyway
+        log.warning("could not end the restore's sessions in %s: %s", conn.dbname, redact(str(exc), conn.password))
+
+
+def _restore(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int, pg_bin_root: str, major: int,
+             timeout: float | None) -> None:
     if fmt in ("custom", "directory"):
         pg_restore = pgtools.client_binary("pg_restore", major, pg_bin_root)
         workdir = None
@@ -222,7 +245,6 @@ def restore(conn: pgtools.PgConn, path: str, fmt: str, *, jobs: int, pg_bin_root
             _run(argv, env, conn.password, stdin=src, timeout=timeout)
     else:
         raise BackupError(f"unknown dump format {fmt!r}")
-    return round(time.monotonic() - started, 3)
 
 
 def _run(argv: list[str], env: dict, secret: str | None, stdin=None, timeout: float | None = None) -> None:

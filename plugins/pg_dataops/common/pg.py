@@ -64,6 +64,15 @@ class PgConn:
         env["PGAPPNAME"] = "pg_dataops"
         return env
 
+    def client_tool_env(self, server_major: int) -> dict[str, str]:
+        """:meth:`libpq_env` for pg_dump / pg_restore / psql, which we may kill at a time limit: the
+        server then checks every 5 s that the client is still there (PostgreSQL 14+), so a killed
+        tool's session does not run on, or stay queued for a lock, without it."""
+        env = self.libpq_env()
+        if server_major >= 14:
+            env["PGOPTIONS"] = "-c client_connection_check_interval=5000"
+        return env
+
 
 def connect(conn: PgConn, *, autocommit: bool = False, connect_timeout: int = 10) -> psycopg.Connection:
     """Open a connection, turning libpq's errors into ones that name the cause."""
