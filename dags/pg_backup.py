@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
-from airflow.sdk import DAG, Param, chain, task_group
-from pg_dataops.airflow.notifiers import default_args
-from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from airflow.sdk import Param, chain, task_group
+from pg_dataops.airflow.dag_defaults import standard_dag
 from pg_dataops.backup.operators import (
     CreateScratchDatabaseOperator,
     DropScratchDatabaseOperator,
@@ -39,15 +37,12 @@ from pg_dataops.retention.operators import ApplyRetentionOperator
 
 CFG = load_config()
 
-with DAG(
-    dag_id="pg_backup",
+with standard_dag(
+    "pg_backup",
     description="Scheduled pg_dump of every target to S3, with checksum, manifest, catalog and alerts",
     schedule=CFG.schedule,
-    start_date=pendulum.datetime(2026, 1, 1, tz=CFG.timezone),
-    catchup=False,
-    max_active_runs=1,
+    cfg=CFG,
     dagrun_timeout=dt.timedelta(minutes=CFG.dagrun_timeout_minutes),
-    default_args=default_args(CFG),
     params={
         "tier": Param(
             "auto",
@@ -66,14 +61,15 @@ with DAG(
         checksum = WriteChecksumOperator(task_id="checksum", dump=dump.output)
         upload = UploadBackupOperator(task_id="upload", dump=dump.output, checksum=checksum.output)
         verify_db = CreateScratchDatabaseOperator(task_id="create_verify_db", target=target)
-        verify = VerifyBackupOperator(task_id="verify", dump=dump.output, scratch=verify_db.output)
+        verify = VerifyBackupOperator(task_id="verify", dump=dump.output, scratch=verify_db.output,
+                                      upload=upload.output)
         drop_verify_db = DropScratchDatabaseOperator(task_id="drop_verify_db", scratch=verify_db.output)
-        manifest = WriteManifestOperator(task_id="manifest")
+        manifest = WriteManifestOperator(task_id="manifest", dump=dump.output, upload=upload.output, verify=verify)
         record = RecordBackupOperator(
             task_id="record", target=target, tier="{{ params.tier }}",
-            step_task_ids=["dump", "checksum", "upload", "verify", "manifest"],
+            steps={"dump": dump, "checksum": checksum, "upload": upload, "verify": verify, "manifest": manifest},
         )
-        notify = NotifyBackupOperator(task_id="notify")
+        notify = NotifyBackupOperator(task_id="notify", manifest=manifest)
         chain(dump, checksum, upload, verify_db, verify, manifest, record, notify)
         # The scratch database is dropped whatever happened to the restore test.
         verify >> drop_verify_db.as_teardown(setups=verify_db)
@@ -82,6 +78,3 @@ with DAG(
     # nothing is pruned on a day that did not produce a proven backup).
     retention = ApplyRetentionOperator(task_id="retention", dry_run=False, notify=False)
     back_up_target.expand(target=CFG.target_names) >> retention
-
-# Last: a failed task makes the run failed (red), and a timed-out run alerts.
-fail_run_on_any_failure(dag)

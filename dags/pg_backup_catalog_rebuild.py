@@ -18,28 +18,19 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
-from airflow.sdk import DAG
-from pg_dataops.airflow.notifiers import default_args
-from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from pg_dataops.airflow.dag_defaults import standard_dag
 from pg_dataops.catalog.operators import RebuildCatalogOperator
 from pg_dataops.common.config import load_config
 
 CFG = load_config()
 
-with DAG(
-    dag_id="pg_backup_catalog_rebuild",
+with standard_dag(
+    "pg_backup_catalog_rebuild",
     description="Rebuild the backup_logs catalog from the manifests in S3",
     schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz=CFG.timezone),
-    catchup=False,
-    max_active_runs=1,
+    cfg=CFG,
     dagrun_timeout=dt.timedelta(hours=2),
-    default_args=default_args(CFG),
     tags=["backup", "postgres", "glimpse", "catalog"],
     doc_md=__doc__,
 ) as dag:
     RebuildCatalogOperator(task_id="rebuild_catalog")
-
-# Last: a failed task makes the run failed (red), and a timed-out run alerts.
-fail_run_on_any_failure(dag)

@@ -21,29 +21,20 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
-from airflow.sdk import DAG
-from pg_dataops.airflow.notifiers import default_args
-from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from pg_dataops.airflow.dag_defaults import standard_dag
 from pg_dataops.common.config import load_config
 from pg_dataops.observe.operators import MonitorBackupsOperator
 
 CFG = load_config()
 
-with DAG(
-    dag_id="pg_backup_monitor",
+with standard_dag(
+    "pg_backup_monitor",
     description="Hourly: backup age (PagerDuty), size deviation, free space, upload and verification (Slack)",
     schedule=CFG.monitor_schedule,
-    start_date=pendulum.datetime(2026, 1, 1, tz=CFG.timezone),
-    catchup=False,
-    max_active_runs=1,
+    cfg=CFG,
     dagrun_timeout=dt.timedelta(minutes=55),  # never overlaps the next hourly run
-    default_args=default_args(CFG, max_retry_delay=dt.timedelta(minutes=15),
-                              execution_timeout=dt.timedelta(minutes=10)),
+    task_defaults=dict(max_retry_delay=dt.timedelta(minutes=15), execution_timeout=dt.timedelta(minutes=10)),
     tags=["backup", "postgres", "glimpse", "monitoring"],
     doc_md=__doc__,
 ) as dag:
     MonitorBackupsOperator(task_id="check_and_alert")
-
-# Last: a failed task makes the run failed (red), and a timed-out run alerts.
-fail_run_on_any_failure(dag)

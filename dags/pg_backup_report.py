@@ -19,28 +19,20 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
-from airflow.sdk import DAG
-from pg_dataops.airflow.notifiers import default_args
-from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from pg_dataops.airflow.dag_defaults import standard_dag
 from pg_dataops.common.config import load_config
 from pg_dataops.observe.operators import BackupReportOperator
 
 CFG = load_config()
 
-with DAG(
-    dag_id="pg_backup_report",
+with standard_dag(
+    "pg_backup_report",
     description="Daily Slack report: last 24 h per tier, verification, RTO, S3 storage per tier, 30-day trend",
     schedule=CFG.report_schedule,
-    start_date=pendulum.datetime(2026, 1, 1, tz=CFG.timezone),
-    catchup=False,
-    max_active_runs=1,
+    cfg=CFG,
     dagrun_timeout=dt.timedelta(hours=2),
-    default_args=default_args(CFG, execution_timeout=dt.timedelta(minutes=30)),
+    task_defaults=dict(execution_timeout=dt.timedelta(minutes=30)),
     tags=["backup", "postgres", "glimpse", "report"],
     doc_md=__doc__,
 ) as dag:
     BackupReportOperator(task_id="post_report")
-
-# Last: a failed task makes the run failed (red), and a timed-out run alerts.
-fail_run_on_any_failure(dag)

@@ -30,25 +30,20 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
-from airflow.sdk import DAG, Param
-from pg_dataops.airflow.notifiers import default_args
-from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from airflow.sdk import Param
+from pg_dataops.airflow.dag_defaults import standard_dag
 from pg_dataops.common.config import load_config
 from pg_dataops.retention.operators import ApplyRetentionOperator
 
 CFG = load_config()
 
-with DAG(
-    dag_id="pg_backup_retention",
+with standard_dag(
+    "pg_backup_retention",
     description="GFS retention of backups in S3 and the local tree; dry run by default",
     schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz=CFG.timezone),
-    catchup=False,
-    max_active_runs=1,
+    cfg=CFG,
     dagrun_timeout=dt.timedelta(hours=2),
     render_template_as_native_obj=True,  # params reach the operator as bool / float / None, not text
-    default_args=default_args(CFG),
     params={
         "dry_run": Param(
             True,
@@ -85,6 +80,3 @@ with DAG(
         max_delete_fraction="{{ params.max_delete_fraction }}",
         targets="{{ params.targets }}",
     )
-
-# Last: a failed task makes the run failed (red), and a timed-out run alerts.
-fail_run_on_any_failure(dag)

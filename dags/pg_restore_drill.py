@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
-from airflow.sdk import DAG, chain, task_group
-from pg_dataops.airflow.notifiers import default_args
-from pg_dataops.airflow.runstate import fail_run_on_any_failure
+from airflow.sdk import chain, task_group
+from pg_dataops.airflow.dag_defaults import standard_dag
 from pg_dataops.backup.operators import CreateScratchDatabaseOperator, DropScratchDatabaseOperator
 from pg_dataops.common.config import load_config
 from pg_dataops.drill.operators import (
@@ -30,15 +28,12 @@ from pg_dataops.drill.operators import (
 
 CFG = load_config()
 
-with DAG(
-    dag_id="pg_restore_drill",
+with standard_dag(
+    "pg_restore_drill",
     description="Weekly restore of the newest backup from S3 into a scratch database: proof and measured RTO",
     schedule=CFG.drill_schedule,
-    start_date=pendulum.datetime(2026, 1, 1, tz=CFG.timezone),
-    catchup=False,
-    max_active_runs=1,
+    cfg=CFG,
     dagrun_timeout=dt.timedelta(hours=CFG.rto_objective_hours * 2),
-    default_args=default_args(CFG),
     tags=["backup", "postgres", "restore", "drill"],
     doc_md=__doc__,
 ) as dag:
@@ -51,11 +46,10 @@ with DAG(
         restore = RestoreDrillOperator(task_id="restore", latest=latest.output, download=download.output,
                                        scratch=drill_db.output)
         drop_drill_db = DropScratchDatabaseOperator(task_id="drop_drill_db", scratch=drill_db.output)
-        record = RecordDrillOperator(task_id="record_drill", target=target)
+        record = RecordDrillOperator(task_id="record_drill", target=target, latest=latest.output,
+                                     download=download.output, restore=restore.output,
+                                     steps=[latest, download, drill_db, restore])
         chain(latest, download, drill_db, restore, record)
         restore >> drop_drill_db.as_teardown(setups=drill_db)
 
     drill_target.expand(target=CFG.target_names)
-
-# Last: a failed task makes the run failed (red), and a timed-out run alerts.
-fail_run_on_any_failure(dag)

@@ -14,6 +14,8 @@ PostgreSQL 15 cluster, plus one of 1/8 that size, and times on each:
   shapes: the full Glimpse database (text-heavy) and a pgbench one (``pgbench -i -s N``: few wide
   tables, highly compressible) of about BENCH_PGBENCH_MB (default 0.64 x BENCH_SIZE_MB).
   BENCH_VERIFY_ONLY=1 runs only this part.
+- the import time of each DAG file in a fresh interpreter, after ``import airflow.sdk`` (what the
+  dag-processor pays per file on every parse; target 200 ms). BENCH_IMPORT_ONLY=1 runs only this part.
 
 Each figure is the median of 3 runs after 1 warm-up (BENCH_QUICK=1: a single run); raw and pipeline
 runs alternate. CPU time is accounted per party (pg_dump, the pipeline's Python, the server, moto) and
@@ -770,7 +772,73 @@ def moments_from(first: dt.datetime):
         n += 1
 
 
+# ---------------------------------------------------------------------------------------------
+# DAG file import time
+# ---------------------------------------------------------------------------------------------
+
+DAG_IMPORT_TARGET_SECONDS = 0.2
+DAG_IMPORT_REPEATS = 5
+# Run in a fresh interpreter per sample: `import airflow.sdk` first (every DAG file needs it, and its
+# cost is Airflow's), then the DAG file alone, timed; what it prints is the DAG ids it defined.
+_IMPORT_PROBE = """
+import importlib.util, json, sys, time
+t0 = time.perf_counter()
+import airflow.sdk
+t1 = time.perf_counter()
+spec = importlib.util.spec_from_file_location("dag_file_under_test", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+t2 = time.perf_counter()
+dags = sorted(v.dag_id for v in vars(module).values() if isinstance(v, airflow.sdk.DAG))
+print(json.dumps({"sdk": t1 - t0, "file": t2 - t1, "dags": dags}))
+"""
+
+
+def dag_import_times(repeats: int = DAG_IMPORT_REPEATS) -> dict[str, dict]:
+    """``{file: {"file": median s, "sdk": median s, "dags": [...]}}`` for every file in dags/."""
+    home = Path(tempfile.mkdtemp(prefix="import-", dir=BENCH_DIR))
+    env = devstack.airflow_env(home, conns={})
+    env["PYTHONPATH"] = str(REPO / "plugins")
+    out = {}
+    try:
+        for path in sorted((REPO / "dags").glob("*.py")):
+            samples = []
+            for _ in range(repeats):
+                done = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, str(path)], env=env, cwd=home,
+                                      capture_output=True, text=True, timeout=120)
+                if done.returncode != 0:
+                    raise RuntimeError(f"importing {path.name} failed:\n{done.stderr[-2000:]}")
+                samples.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            out[path.name] = {"file": median([x["file"] for x in samples]), "sdk": median([x["sdk"] for x in samples]),
+                              "dags": samples[0]["dags"]}
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
+def import_report(times: dict[str, dict]) -> str:
+    lines = [
+        "\n## DAG file import time\n",
+        f"Median of {DAG_IMPORT_REPEATS} fresh interpreters per file, after `import airflow.sdk` (itself "
+        f"{median([t['sdk'] for t in times.values()]) * 1000:.0f} ms, Airflow's cost); target "
+        f"{DAG_IMPORT_TARGET_SECONDS * 1000:.0f} ms.\n",
+        "| DAG file | DAGs | import | target |",
+        "|---|---|---:|---|",
+    ]
+    for name, t in times.items():
+        verdict = "met" if t["file"] <= DAG_IMPORT_TARGET_SECONDS else "**over**"
+        lines.append(f"| `{name}` | {', '.join(t['dags'])} | {t['file'] * 1000:.0f} ms | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
+    BENCH_DIR.mkdir(exist_ok=True)
+    imports = import_report(dag_import_times())
+    if os.environ.get("BENCH_IMPORT_ONLY", "").strip() not in ("", "0"):
+        print(imports)
+        RESULTS.write_text("# DAG import benchmark (BENCH_IMPORT_ONLY=1)\n" + imports)
+        log(f"wrote {RESULTS}")
+        return 0
     target_mb = env_int("BENCH_SIZE_MB", 1000)
     quick = os.environ.get("BENCH_QUICK", "").strip() not in ("", "0")
     # only the restore-test part (skips timing the dumps; the databases are still built)
@@ -829,6 +897,7 @@ def main() -> int:
                 "fixed": fixed, "per_user": per_user, "sizes": sizes,
             })
         text += verify_report(shapes, cfg, quick)
+        text += imports
         text += f"\nTotal benchmark time {time.monotonic() - started:.0f} s.\n"
         RESULTS.write_text(text)
         # every sample, for figures the report does not show

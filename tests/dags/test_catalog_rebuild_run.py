@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
-
 import devstack
 import psycopg
 import pytest
 
-from tests.integration.test_catalog_rebuild import (
+from tests.support.catalog import fresh_catalog
+from tests.support.s3_manifests import (
     EXPECTED_SKIPPED,
     PREFIX,
     expected_dump_problems,
     expected_rows,
     put_manifests,
-    rows,
+    rebuilt_rows,
 )
 
 from .conftest import BackupRun, json_posts
@@ -40,19 +39,13 @@ def run_rebuild(airflow_home, cluster, s3, receiver, tmp_path):
     return run
 
 
-def fresh_catalog(cluster) -> str:
-    name = f"catalog_lost_{uuid.uuid4().hex[:8]}"
-    cluster.createdb(name)
-    return name
-
-
 def test_rebuild_into_a_fresh_catalog(run_rebuild, cluster, s3, bucket, receiver):
     put_manifests(s3.client(), bucket)
-    dbname = fresh_catalog(cluster)
+    dbname = fresh_catalog(cluster, "catalog_lost")
     run = run_rebuild(bucket=bucket, catalog_db=dbname)
     assert run.state == "success", run.output[-3000:]
     # SUCCESS only for the verified manifest whose dump is in S3 at its size; a missing or resized dump is FAILED.
-    assert [r[1:] for r in rows(cluster, dbname)] == expected_rows(bucket)
+    assert [r[1:] for r in rebuilt_rows(cluster, dbname)] == expected_rows(bucket)
     for skipped in EXPECTED_SKIPPED:
         assert f"skipped s3://{bucket}/{skipped['key']}: {skipped['reason']}" in run.output
     for problem in expected_dump_problems(bucket):
@@ -62,7 +55,7 @@ def test_rebuild_into_a_fresh_catalog(run_rebuild, cluster, s3, bucket, receiver
 
 
 def test_no_manifests_fails_and_alerts(run_rebuild, cluster, bucket, receiver):
-    dbname = fresh_catalog(cluster)
+    dbname = fresh_catalog(cluster, "catalog_lost")
     run = run_rebuild(bucket=bucket, catalog_db=dbname)
     assert run.state == "failed", run.output[-3000:]
     cause = f"no manifests found under s3://{bucket}/{PREFIX}/{{daily,weekly,monthly}}/"

@@ -14,10 +14,12 @@ import re
 import devstack
 import psycopg
 import pytest
-from pg_dataops.catalog import backup_logs
+from pg_dataops.catalog import migrations
 from pg_dataops.common import pg as pgtools
+from pg_dataops.observe.alerts import plan_alerts
 from pg_dataops.observe.monitor import Finding
-from pg_dataops.observe.operators import plan_alerts
+
+from tests.support.catalog import add_backup
 
 from .conftest import DagRunOutput as DagRun
 from .conftest import json_posts
@@ -32,7 +34,7 @@ def catalog_pg(cluster):
     """The catalog database, emptied: no backup_logs, restore_drills or alert state from other tests."""
     conn = pgtools.connect(cluster.conn("catalog"), autocommit=True)
     conn.execute("DROP TABLE IF EXISTS backup_logs, restore_drills, monitor_alerts CASCADE")
-    backup_logs.ensure_schema(conn)
+    migrations.ensure_schema(conn)
     yield conn
     conn.close()
 
@@ -71,26 +73,6 @@ def run_dag(airflow_home, catalog_pg, cluster, s3, bucket, receiver, tmp_path):
     return run
 
 
-def insert_backup(pg, when: dt.datetime, *, tier: str = "daily", status: str = "SUCCESS", size: int | None = 100 * MiB,
-                  duration: float = 60, error: str | None = None, step: str | None = None) -> int:
-    ok = status == "SUCCESS"
-    row = {
-        "backup_date": when, "backup_type": tier, "target": "glimpse", "database_name": "glimpse",
-        "file_name": f"glimpse_{tier}_{when:%Y%m%d_%H%M%S}.dump" if ok else None,
-        "file_size_bytes": size if ok else None, "duration_seconds": duration if ok else None,
-        "status": status, "error_message": error, "failed_step": step, "s3_uploaded": ok, "verified": ok,
-        "dag_id": "pg_backup", "run_id": f"seed__{tier}__{when.isoformat()}",
-    }
-    return pg.execute(
-        "INSERT INTO backup_logs (backup_date, backup_type, target, database_name, file_name, file_size_bytes, "
-        "duration_seconds, status, error_message, failed_step, s3_uploaded, verified, dag_id, run_id) "
-        "VALUES (%(backup_date)s, %(backup_type)s, %(target)s, %(database_name)s, %(file_name)s, "
-        "%(file_size_bytes)s, %(duration_seconds)s, %(status)s, %(error_message)s, %(failed_step)s, "
-        "%(s3_uploaded)s, %(verified)s, %(dag_id)s, %(run_id)s) RETURNING id",
-        row,
-    ).fetchone()[0]
-
-
 def alert_state(pg) -> dict[str, dict]:
     cur = pg.cursor(row_factory=psycopg.rows.dict_row)
     return {r["dedup_key"]: r for r in cur.execute("SELECT * FROM monitor_alerts")}
@@ -105,7 +87,7 @@ def utcnow() -> dt.datetime:
 
 @pytest.mark.dagrun
 def test_stale_backup_pages_once_then_resolves_once(run_dag, catalog_pg, receiver):
-    insert_backup(catalog_pg, utcnow() - dt.timedelta(hours=30))
+    add_backup(catalog_pg, utcnow() - dt.timedelta(hours=30))
 
     run = run_dag("pg_backup_monitor", "2026-11-25T10:00:00+09:00")
     assert run.succeeded, run.output[-4000:]
@@ -124,7 +106,7 @@ def test_stale_backup_pages_once_then_resolves_once(run_dag, catalog_pg, receive
     assert alert_state(catalog_pg)[AGE_KEY]["failing"] is True
 
     # The backup is made: the same key is resolved, once, and nothing is triggered.
-    insert_backup(catalog_pg, utcnow() - dt.timedelta(hours=1))
+    add_backup(catalog_pg, utcnow() - dt.timedelta(hours=1))
     run = run_dag("pg_backup_monitor", "2026-11-25T11:00:00+09:00")
     assert run.succeeded, run.output[-4000:]
     pd = json_posts(receiver, "/pagerduty")
@@ -145,8 +127,8 @@ def test_stale_backup_pages_once_then_resolves_once(run_dag, catalog_pg, receive
 def test_size_deviation_posts_to_slack_once_and_once_when_cleared(run_dag, catalog_pg, receiver):
     now = utcnow()
     for days in (4, 3, 2):
-        insert_backup(catalog_pg, now - dt.timedelta(days=days), size=100 * MiB)
-    newest = insert_backup(catalog_pg, now - dt.timedelta(hours=1), size=300 * MiB)
+        add_backup(catalog_pg, now - dt.timedelta(days=days), size=100 * MiB)
+    newest = add_backup(catalog_pg, now - dt.timedelta(hours=1), size=300 * MiB)
 
     run = run_dag("pg_backup_monitor", "2026-11-25T10:00:00+09:00")
     assert run.succeeded, run.output[-4000:]
@@ -180,8 +162,8 @@ def test_size_deviation_posts_to_slack_once_and_once_when_cleared(run_dag, catal
 def test_undelivered_warning_is_sent_by_the_next_run(run_dag, catalog_pg, receiver):
     now = utcnow()
     for days in (4, 3, 2):
-        insert_backup(catalog_pg, now - dt.timedelta(days=days), size=100 * MiB)
-    insert_backup(catalog_pg, now - dt.timedelta(hours=1), size=20 * MiB)
+        add_backup(catalog_pg, now - dt.timedelta(days=days), size=100 * MiB)
+    add_backup(catalog_pg, now - dt.timedelta(hours=1), size=20 * MiB)
     dead_slack = json.dumps({"conn_type": "slackwebhook", "schema": "http",
                              "host": f"127.0.0.1:{devstack.free_port()}/slack", "password": "T000/B000/DEAD"})
 
@@ -208,9 +190,9 @@ def test_report_posts_tiers_trend_and_s3_storage(run_dag, catalog_pg, receiver, 
     now = utcnow()
     # Eight days of dailies, growing by 1 MiB and 1 s a day: the trend is the full bar ramp.
     for i, days in enumerate(range(7, -1, -1)):
-        insert_backup(catalog_pg, now - dt.timedelta(days=days, minutes=1), size=(100 + i) * MiB, duration=60 + i)
-    insert_backup(catalog_pg, now - dt.timedelta(hours=3), tier="weekly", size=500 * MiB, duration=120)
-    insert_backup(catalog_pg, now - dt.timedelta(hours=2), status="FAILED", step="upload",
+        add_backup(catalog_pg, now - dt.timedelta(days=days, minutes=1), size=(100 + i) * MiB, duration=60 + i)
+    add_backup(catalog_pg, now - dt.timedelta(hours=3), tier="weekly", size=500 * MiB, duration=120)
+    add_backup(catalog_pg, now - dt.timedelta(hours=2), status="FAILED", step="upload",
                   error="upload: S3 bucket <glimpse-backups> missing & no retry")
     c = s3.client()
     for key, size in (("database/daily/a.dump", 1000), ("database/daily/a.dump.sha256", 2000),

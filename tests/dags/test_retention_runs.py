@@ -11,60 +11,27 @@ import datetime as dt
 import json
 import re
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import devstack
 import pytest
 from faultproxy import S3Proxy
 
-from tests.unit.test_retention import PREFIX, SEOUL, UTC, Spec, expected_survivors, history, write_local
+from tests.support.retention import (
+    NOT_BACKUPS,
+    SUFFIXES,
+    all_keys,
+    expected_survivors,
+    recent_history,
+    upload,
+    write_tree,
+)
 
 from .conftest import BackupRun, files_under, json_posts
 
 pytestmark = pytest.mark.dagrun
 
 DAG_ID = "pg_backup_retention"
-SUFFIXES = ("", ".sha256", ".json")
-NOT_BACKUPS = (f"{PREFIX}/wal/000000010000000000000001", f"{PREFIX}/daily/README.txt")
-
-
-def recent_history(days: int, target: str = "glimpse", ending_days_ago: int = 0) -> tuple[list[Spec], dt.datetime]:
-    """``days`` days of pg_backup's tiers up to now (or up to ``ending_days_ago``), each at (now's hour + 12)
-    Seoul time."""
-    now = dt.datetime.now(SEOUL)
-    hour = (now.hour + 12) % 24
-    specs = []
-    for s in history(start=now.date() - dt.timedelta(days=days - 1), end=now.date(), target=target):
-        local = s.local.replace(hour=hour)
-        specs.append(replace(s, local=local, snapshot=(local + dt.timedelta(seconds=1, microseconds=123456))
-                             .astimezone(UTC)))
-    return [s for s in specs if s.snapshot <= now - dt.timedelta(days=ending_days_ago)], now
-
-
-def upload(client, bucket: str, specs: list[Spec], manifests: dict[str, bytes] | None = None) -> None:
-    """Every spec's three parts, as pg_backup writes a verified backup (``manifests``: file -> other .json)."""
-    objects = []
-    for s in specs:
-        bodies = s.parts(verified=True)
-        bodies[".json"] = (manifests or {}).get(s.file, bodies[".json"])
-        objects += [(s.key + suffix, body) for suffix, body in bodies.items()]
-    objects += [(key, b"not a backup") for key in NOT_BACKUPS]
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(lambda kb: client.put_object(Bucket=bucket, Key=kb[0], Body=kb[1]), objects))
-
-
-def write_tree(root: Path, specs: list[Spec], manifests: dict[str, bytes] | None = None) -> None:
-    for s in specs:
-        write_local(root, s, verified=True, manifest=(manifests or {}).get(s.file))
-
-
-def all_keys(client, bucket: str) -> set[str]:
-    keys = set()
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys.update(o["Key"] for o in page.get("Contents", []))
-    return keys
 
 
 def last_xcom(airflow_home: Path) -> dict | None:

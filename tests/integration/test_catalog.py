@@ -2,7 +2,7 @@ import datetime as dt
 
 import psycopg
 from pg_dataops.backup import steps
-from pg_dataops.catalog import backup_logs
+from pg_dataops.catalog import backup_logs, migrations
 from pg_dataops.common import pg as pgtools
 
 
@@ -24,8 +24,8 @@ def test_schema_is_idempotent_and_rows_upsert(cluster):
     cluster.createdb("catalog_t1")
     pg = pgtools.connect(cluster.conn("catalog_t1"))
     try:
-        backup_logs.ensure_schema(pg)
-        backup_logs.ensure_schema(pg)  # twice: no error
+        migrations.ensure_schema(pg)
+        migrations.ensure_schema(pg)  # twice: no error
         first = backup_logs.record(pg, row("FAILED"))
         second = backup_logs.record(pg, row("SUCCESS"))  # the same run re-recorded
         assert first == second

@@ -287,7 +287,7 @@ def test_drill_passes_over_an_object_that_never_became_a_backup(s3, bucket):
     """What a lost CompleteMultipartUpload answer left (no .sha256, no .json) is not the newest backup; a newer
     object with a broken manifest still is (the drill must not hide it)."""
     from pg_dataops.common.errors import ManifestError
-    from pg_dataops.drill import core as drill
+    from pg_dataops.drill import fetch as drill
 
     c = s3.client()
     older = "database/daily/glimpse_daily_20261124_020000.dump"

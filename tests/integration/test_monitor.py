@@ -7,10 +7,13 @@ from collections import namedtuple
 
 import psycopg
 import pytest
-from pg_dataops.catalog import backup_logs
+from pg_dataops.catalog import migrations
 from pg_dataops.common import pg as pgtools
+from pg_dataops.common.formatting import fmt_bytes
 from pg_dataops.observe import monitor
-from pg_dataops.observe.monitor import MonitorSettings, format_bytes
+from pg_dataops.observe.monitor import MonitorSettings
+
+from tests.support.catalog import add_backup
 
 UTC = dt.UTC
 MiB = 1024 * 1024
@@ -27,24 +30,10 @@ def catalog_db(cluster):
 @pytest.fixture
 def pg(catalog_db):
     conn = pgtools.connect(catalog_db, autocommit=True)
-    backup_logs.ensure_schema(conn)
+    migrations.ensure_schema(conn)
     conn.execute("TRUNCATE backup_logs, restore_drills RESTART IDENTITY")
     yield conn
     conn.close()
-
-
-def rec(pg, when, *, tier="daily", status="SUCCESS", target="glimpse", size=100 * MiB, uploaded=True,
-        verified=True, run_id=None, error=None, step=None):
-    """One catalog row through the production insert; the same run_id updates it (a fix)."""
-    # Columns this test does not care about stay NULL, so new catalog columns don't break it.
-    return backup_logs.record(pg, dict.fromkeys(backup_logs.COLUMNS) | {
-        "backup_date": when, "backup_type": tier, "target": target, "database_name": target,
-        "file_name": f"{target}_{tier}_{when:%Y%m%d_%H%M%S}.dump" if status == "SUCCESS" else None,
-        "file_size_bytes": size if status == "SUCCESS" else None, "checksum_sha256": "a" * 64,
-        "duration_seconds": 60, "status": status, "error_message": error, "failed_step": step,
-        "s3_bucket": "b", "s3_key": None, "s3_uploaded": uploaded, "verified": verified,
-        "dag_id": "pg_backup", "run_id": run_id or f"{tier}/{when.isoformat()}",
-    })
 
 
 def run(pg, tmp_path, settings=SETTINGS):
@@ -81,29 +70,29 @@ def test_no_target_configured_and_empty_catalog_still_pages(pg, tmp_path):
 
 
 def test_targets_default_to_those_in_the_catalog(pg, tmp_path):
-    rec(pg, NOW - dt.timedelta(hours=2), target="other")
+    add_backup(pg, NOW - dt.timedelta(hours=2), target="other")
     found = run(pg, tmp_path, MonitorSettings())
     assert found[age_key("other")].ok
     assert age_key("glimpse") not in found
 
 
 def test_stale_backup_pages_then_clears_with_a_weekly_run(pg, tmp_path):
-    rec(pg, NOW - dt.timedelta(hours=27, minutes=18))  # 27.3 h before NOW
+    add_backup(pg, NOW - dt.timedelta(hours=27, minutes=18))  # 27.3 h before NOW
     f = run(pg, tmp_path)[age_key()]
     assert (f.ok, f.severity) == (False, "page")
     assert f.message == "last successful backup of glimpse (daily, 2026-11-23 23:42 UTC) is 27.3 h old (threshold 24 h)"
     assert f.details["age_hours"] == 27.3
 
     # Sunday's run is weekly; it is a full backup and counts (the runbook's daily-only filter would page).
-    rec(pg, NOW - dt.timedelta(hours=1), tier="weekly")
+    add_backup(pg, NOW - dt.timedelta(hours=1), tier="weekly")
     f = run(pg, tmp_path)[age_key()]
     assert (f.ok, f.severity, f.dedup_key) == (True, "page", age_key())
     assert f.message == "last successful backup of glimpse (weekly, 2026-11-25 02:00 UTC) is 1.0 h old (threshold 24 h)"
 
 
 def test_age_message_names_a_newer_failed_attempt_in_the_local_zone(pg, tmp_path):
-    rec(pg, NOW - dt.timedelta(hours=30))
-    rec(pg, NOW - dt.timedelta(hours=1), status="FAILED", error="dump: cannot reach PostgreSQL at db:5432",
+    add_backup(pg, NOW - dt.timedelta(hours=30))
+    add_backup(pg, NOW - dt.timedelta(hours=1), status="FAILED", error="dump: cannot reach PostgreSQL at db:5432",
         step="dump", uploaded=False, verified=False)
     settings = MonitorSettings(targets=("glimpse",), max_backup_age_hours=25.5, timezone="Asia/Seoul")
     f = run(pg, tmp_path, settings)[age_key()]
@@ -118,10 +107,10 @@ def test_size_deviation_warns_then_clears(pg, tmp_path):
     # Eight older daily backups: only the newest seven count, so the 1000 MiB one must not move the median.
     history = [1000, 100, 102, 98, 101, 99, 100, 103]
     for i, size in enumerate(history):
-        rec(pg, dt.datetime(2026, 11, 16 + i, 2, tzinfo=UTC), size=size * MiB)
-    rec(pg, dt.datetime(2026, 11, 22, 2, tzinfo=UTC), tier="weekly", size=5000 * MiB)  # another tier
+        add_backup(pg, dt.datetime(2026, 11, 16 + i, 2, tzinfo=UTC), size=size * MiB)
+    add_backup(pg, dt.datetime(2026, 11, 22, 2, tzinfo=UTC), tier="weekly", size=5000 * MiB)  # another tier
     late = dt.datetime(2026, 11, 25, 2, tzinfo=UTC)
-    rec(pg, late, size=160 * MiB, run_id="r-late")
+    add_backup(pg, late, size=160 * MiB, run_id="r-late")
     f = run(pg, tmp_path)["pg_backup_monitor/backup_size_deviation/glimpse"]
     assert (f.ok, f.severity) == (False, "warn")
     assert f.message == (
@@ -130,7 +119,7 @@ def test_size_deviation_warns_then_clears(pg, tmp_path):
     )
     assert f.details["compared"][0]["deviation_pct"] == 60.0
 
-    rec(pg, late, size=51 * MiB, run_id="r-late")  # -49%: inside the threshold
+    add_backup(pg, late, size=51 * MiB, run_id="r-late")  # -49%: inside the threshold
     f = run(pg, tmp_path)["pg_backup_monitor/backup_size_deviation/glimpse"]
     assert (f.ok, f.dedup_key) == (True, "pg_backup_monitor/backup_size_deviation/glimpse")
     assert f.message == (
@@ -140,9 +129,9 @@ def test_size_deviation_warns_then_clears(pg, tmp_path):
 
 
 def test_size_rule_skips_a_tier_with_fewer_than_three_previous(pg, tmp_path):
-    rec(pg, dt.datetime(2026, 11, 22, 2, tzinfo=UTC), size=100 * MiB)
-    rec(pg, dt.datetime(2026, 11, 23, 2, tzinfo=UTC), size=100 * MiB)
-    rec(pg, dt.datetime(2026, 11, 25, 2, tzinfo=UTC), size=900 * MiB)
+    add_backup(pg, dt.datetime(2026, 11, 22, 2, tzinfo=UTC), size=100 * MiB)
+    add_backup(pg, dt.datetime(2026, 11, 23, 2, tzinfo=UTC), size=100 * MiB)
+    add_backup(pg, dt.datetime(2026, 11, 25, 2, tzinfo=UTC), size=900 * MiB)
     f = run(pg, tmp_path)["pg_backup_monitor/backup_size_deviation/glimpse"]
     assert f.ok
     assert f.message == (
@@ -154,8 +143,8 @@ def test_size_rule_skips_a_tier_with_fewer_than_three_previous(pg, tmp_path):
 
 def test_upload_and_verification_missing_warn_then_clear(pg, tmp_path):
     when = dt.datetime(2026, 11, 25, 2, tzinfo=UTC)
-    rec(pg, when, uploaded=False, verified=False, run_id="r1")
-    rec(pg, when - dt.timedelta(hours=1), status="FAILED", error="boom", step="dump", run_id="r0",
+    add_backup(pg, when, uploaded=False, verified=False, run_id="r1")
+    add_backup(pg, when - dt.timedelta(hours=1), status="FAILED", error="boom", step="dump", run_id="r0",
         uploaded=False, verified=False)  # failures are not this rule's business
     found = run(pg, tmp_path)
     up = found["pg_backup_monitor/upload_missing/glimpse"]
@@ -166,7 +155,7 @@ def test_upload_and_verification_missing_warn_then_clear(pg, tmp_path):
     assert ver.message == ("verification missing for 1 of 1 successful backup of glimpse in the last 24 h "
                            "(threshold 0): glimpse_daily_20261125_020000.dump (2026-11-25 02:00 UTC)")
 
-    rec(pg, when, uploaded=True, verified=True, run_id="r1")
+    add_backup(pg, when, uploaded=True, verified=True, run_id="r1")
     found = run(pg, tmp_path)
     up = found["pg_backup_monitor/upload_missing/glimpse"]
     ver = found["pg_backup_monitor/verification_missing/glimpse"]
@@ -182,7 +171,7 @@ def test_free_space_against_the_real_disk(pg, tmp_path):
     f = run(pg, tmp_path, MonitorSettings(targets=("glimpse",), min_free_bytes=free * 2, min_free_pct=None))[key]
     assert (f.ok, f.severity, f.target) == (False, "warn", str(tmp_path))
     assert f.message.startswith(f"free space under {tmp_path} is ")
-    assert f.message.endswith(f"(threshold: at least {format_bytes(free * 2)} free)")
+    assert f.message.endswith(f"(threshold: at least {fmt_bytes(free * 2)} free)")
 
     f = run(pg, tmp_path, MonitorSettings(targets=("glimpse",), min_free_bytes=free // 2, min_free_pct=None))[key]
     assert (f.ok, f.dedup_key) == (True, key)

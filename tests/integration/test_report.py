@@ -5,11 +5,13 @@ import json
 import zoneinfo
 
 import pytest
-from pg_dataops.catalog import backup_logs
+from pg_dataops.catalog import migrations
 from pg_dataops.common import naming
 from pg_dataops.common import pg as pgtools
 from pg_dataops.observe import report
 from pg_dataops.observe.monitor import Finding
+
+from tests.support.catalog import add_backup, add_drill
 
 SEOUL = zoneinfo.ZoneInfo("Asia/Seoul")
 MiB, GiB = 1024**2, 1024**3
@@ -22,47 +24,30 @@ STORAGE = {"daily": {"bytes": 30 * GiB, "objects": 30}, "weekly": {"bytes": 12 *
            "monthly": {"bytes": int(1.5 * GiB), "objects": 1}}
 
 
-def rec(pg, when, tier, *, status="SUCCESS", size=None, duration=None, verified=True, error=None, step=None,
-        run_id=None):
-    ok = status == "SUCCESS"
-    return backup_logs.record(pg, dict.fromkeys(backup_logs.COLUMNS) | {
-        "backup_date": when, "backup_type": tier, "target": "glimpse", "database_name": "glimpse",
-        "file_name": f"glimpse_{tier}_{when:%Y%m%d_%H%M%S}.dump" if ok else None, "file_size_bytes": size,
-        "duration_seconds": duration, "status": status, "error_message": error, "failed_step": step,
-        "s3_uploaded": ok, "verified": verified, "dag_id": "pg_backup", "run_id": run_id or f"scheduled__{when}",
-    })
-
-
-def drill(pg, when, status, total_seconds=None, error=None):
-    pg.execute(
-        "INSERT INTO restore_drills (drill_date, target, backup_type, total_seconds, rto_objective_seconds, status, "
-        "error_message) VALUES (%s, 'glimpse', 'daily', %s, 14400, %s, %s) RETURNING id",
-        (when, total_seconds, status, error),
-    )
-
-
 @pytest.fixture(scope="module")
 def pg(cluster):
     """The scheduled 02:00 runs of 30 days: the tier by the calendar, one failed daily, one verification gap."""
     cluster.createdb("report_t")
     conn = pgtools.connect(cluster.conn("report_t"), autocommit=True)
-    backup_logs.ensure_schema(conn)
+    migrations.ensure_schema(conn)
     for i in range(30):
         day = FIRST_DAY + dt.timedelta(days=i)
         when = dt.datetime.combine(day, dt.time(2, 0), tzinfo=SEOUL)
         tier = naming.tier_for(when, "Asia/Seoul")
         if tier == "daily" and day == FAILED_DAY:
-            rec(conn, when, tier, status="FAILED", error="dump: cannot reach PostgreSQL", step="dump", verified=False)
+            add_backup(conn, when, tier=tier, status="FAILED", error="dump: cannot reach PostgreSQL", step="dump",
+                       verified=False)
         elif tier == "daily":  # sizes cycle through the eight bars; durations are flat
-            rec(conn, when, tier, size=(100 + 10 * (i % 8)) * MiB, duration=60, verified=day != NOW.date())
+            add_backup(conn, when, tier=tier, size=(100 + 10 * (i % 8)) * MiB, duration=60,
+                       verified=day != NOW.date())
         elif tier == "weekly":
-            rec(conn, when, tier, size=WEEKLY_MIB[day] * MiB, duration=WEEKLY_SECONDS[day])
+            add_backup(conn, when, tier=tier, size=WEEKLY_MIB[day] * MiB, duration=WEEKLY_SECONDS[day])
         else:
-            rec(conn, when, tier, size=GiB, duration=300)
+            add_backup(conn, when, tier=tier, size=GiB, duration=300)
     # A manual run that failed last evening, inside the 24 h window.
-    rec(conn, dt.datetime(2026, 11, 24, 21, 0, tzinfo=SEOUL), "daily", status="FAILED", step="upload",
-        error="upload: bucket <glimpse-backups> missing & no retry", verified=False, run_id="manual__1")
-    drill(conn, dt.datetime(2026, 11, 20, 3, 0, tzinfo=SEOUL), "SUCCESS", total_seconds=3720)
+    add_backup(conn, dt.datetime(2026, 11, 24, 21, 0, tzinfo=SEOUL), status="FAILED", step="upload",
+               error="upload: bucket <glimpse-backups> missing & no retry", verified=False, run_id="manual__1")
+    add_drill(conn, dt.datetime(2026, 11, 20, 3, 0, tzinfo=SEOUL), "SUCCESS", total_seconds=3720)
     yield conn
     conn.close()
 
@@ -138,7 +123,7 @@ def test_overdue_and_storage_when_not_given(pg):
 
 
 def test_a_newer_failed_drill_and_an_rto_over_the_objective(pg):
-    drill(pg, dt.datetime(2026, 11, 22, 3, 0, tzinfo=SEOUL), "FAILED", error="pg_restore: error: out of memory")
+    add_drill(pg, dt.datetime(2026, 11, 22, 3, 0, tzinfo=SEOUL), "FAILED", error="pg_restore: error: out of memory")
     try:
         lines = build(pg, rto_objective_seconds=3600).text.splitlines()
     finally:

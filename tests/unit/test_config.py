@@ -141,3 +141,21 @@ def test_time_limits_become_our_sessions_options():
     conn = PgConn(host="h", port=5432, user="u", dbname="d", password="pw-9", statement_timeout=90, lock_timeout=5)
     assert conn.session_options() == "-c statement_timeout=90000 -c lock_timeout=5000"
     assert "pw-9" not in repr(conn)
+
+
+def test_libpq_extras_are_kept_and_mapped_for_the_client_tools():
+    from pg_dataops.common.pg import PgConn, libpq_extras
+
+    extras = libpq_extras({"sslmode": "verify-full", "sslrootcert": "/etc/rds-ca.pem", "keepalives": True,
+                           "options": "-c search_path=app", "cursor": "dictcursor", "sslkey": ""})
+    # Airflow's own keys and empty values are dropped; booleans become libpq's text
+    assert extras == {"sslmode": "verify-full", "sslrootcert": "/etc/rds-ca.pem", "keepalives": "true",
+                      "options": "-c search_path=app"}
+    conn = PgConn("h", 5432, "u", "d", "pw-9", statement_timeout=90, extras=extras)
+    env = conn.client_tool_env(15)
+    assert (env["PGSSLMODE"], env["PGSSLROOTCERT"]) == ("verify-full", "/etc/rds-ca.pem")
+    assert env["PGOPTIONS"] == "-c search_path=app -c client_connection_check_interval=5000"
+    assert conn.session_options() == "-c search_path=app -c statement_timeout=90000"
+    assert repr(conn) == "PgConn(u@h:5432/d, sslmode=verify-full, password=********)"
+    with pytest.raises(ValueError, match="extras sslmdoe, x are not libpq connection parameters"):
+        libpq_extras({"sslmdoe": "require", "x": 1})

@@ -59,3 +59,15 @@ def test_the_airflow_subpackage_does_not_shadow_airflow():
     import pg_dataops.airflow.base  # noqa: F401
 
     assert Path(airflow.__file__).parent != PKG / "airflow"
+
+
+def test_the_plugin_loader_skips_the_package():
+    # Airflow's plugin loader imports every .py under plugins/ as a top-level module named after the
+    # file; five `operators.py` (and `config`, `s3`, ...) would collide in sys.modules. plugins/.airflowignore
+    # keeps it to plugin files; the package is imported as pg_dataops.
+    from airflow._shared.module_loading import find_path_from_directory
+
+    plugins = PKG.parent
+    seen = [Path(p).relative_to(plugins) for p in find_path_from_directory(str(plugins), ".airflowignore", "glob")]
+    assert [p for p in seen if p.parts[0] == "pg_dataops"] == []
+    assert (plugins / ".airflowignore").is_file()

@@ -104,3 +104,36 @@ def test_run_failure_facts_only_for_runs_no_task_alerted():
     facts = run_failure_facts({"dag": dag, "run_id": "r", "reason": "all_tasks_deadlocked"})
     assert (facts.dag_id, facts.task_id, facts.run_id) == ("pg_restore_drill", "(dag run)", "r")
     assert facts.error == "the run failed without a failed task (reason: all_tasks_deadlocked)"
+
+
+ORDER = ["dump", "checksum", "upload", "verify", "manifest"]
+
+
+def test_the_failed_step_is_the_first_with_an_error_else_the_first_without_a_result():
+    from pg_dataops.backup.steps import failed_step
+
+    done = {name: {"ok": True} for name in ORDER}
+    no_errors = dict.fromkeys(ORDER, "")
+    assert failed_step(done, no_errors, ORDER) == (None, None)
+    # The first error in run order wins, even when a later step has one too.
+    errors = {**no_errors, "upload": "upload: boom", "manifest": "manifest: later"}
+    assert failed_step({**done, "upload": None}, errors, ORDER) == ("upload", "upload: boom")
+    # No error pushed (killed, never ran) and no manifest: the first step without a result.
+    killed = {**done, "verify": None, "manifest": None}
+    assert failed_step(killed, {}, ORDER) == ("verify", "step verify did not complete (see its log)")
+    # A missing middle result does not count while the manifest was written.
+    assert failed_step({**done, "checksum": None}, no_errors, ORDER) == (None, None)
+
+
+def test_a_failed_row_the_catalog_cannot_take_is_logged_a_success_row_raises(caplog):
+    from pg_dataops.backup.steps import record_outcome
+    from pg_dataops.common.errors import DatabaseUnreachable
+
+    def catalog_down():
+        raise DatabaseUnreachable("catalog: connection refused")
+
+    failed = {"status": "FAILED", "error_message": "dump: boom"}
+    assert record_outcome(catalog_down, failed) == {**failed, "recorded": False}
+    assert "could not record the failed backup in the catalog: catalog: connection refused" in caplog.text
+    with pytest.raises(DatabaseUnreachable):
+        record_outcome(catalog_down, {"status": "SUCCESS", "error_message": None})

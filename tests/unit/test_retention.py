@@ -1,7 +1,7 @@
 """GFS retention: the planner on a 412-day synthetic history, its refusals, and the listing rules.
 
-The expected survivors are computed here from the policy's definition (dateutil for calendar months,
-not the module's own arithmetic) and spot-checked against dates worked out by hand.
+The expected survivors come from the policy's definition (tests.support.retention: dateutil for calendar
+months, not the module's own arithmetic) and are spot-checked here against dates worked out by hand.
 """
 
 from __future__ import annotations
@@ -9,100 +9,42 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from dataclasses import dataclass, replace
-from zoneinfo import ZoneInfo
+from dataclasses import replace
 
 import boto3
 import pytest
-from dateutil.relativedelta import relativedelta
 from moto import mock_aws
-from pg_dataops.common.config import Retention
-from pg_dataops.retention import core as retention
-from pg_dataops.retention.core import BackupItem, RetentionDeleteFailed, RetentionRefused, plan_retention
+from pg_dataops.retention.apply import (
+    RetentionDeleteFailed,
+    apply_local,
+    apply_s3,
+    list_local_backups,
+    list_s3_backups,
+)
+from pg_dataops.retention.plan import (
+    BackupItem,
+    RetentionRefused,
+    check_clock,
+    check_recent_backups,
+    months_before,
+    plan_retention,
+)
+from pg_dataops.retention.report import format_report
 
-SEOUL_NAME = "Asia/Seoul"
-SEOUL = ZoneInfo(SEOUL_NAME)
-UTC = dt.UTC
-POLICY = Retention(daily_days=30, weekly_weeks=12, monthly_months=12)
-NOW = dt.datetime(2027, 1, 5, 3, 0, tzinfo=SEOUL)  # a Tuesday, an hour after that day's backup
-START = dt.date(2025, 11, 20)  # 412 daily backups up to and including NOW's day
-PREFIX = "database"
-BUCKET = "glimpse-backups"
-SKEW = dt.timedelta(minutes=60)
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One synthetic backup, as pg_backup would have made it."""
-
-    target: str
-    tier: str
-    local: dt.datetime  # the 02:00 KST in its file name
-    snapshot: dt.datetime  # the manifest timestamp (UTC), a moment after the name's time
-    ext: str = ".dump"
-
-    @property
-    def file(self) -> str:
-        return f"{self.target}_{self.tier}_{self.local:%Y%m%d_%H%M%S}{self.ext}"
-
-    @property
-    def key(self) -> str:
-        return f"{PREFIX}/{self.tier}/{self.file}"
-
-    @property
-    def local_rel(self) -> str:
-        return f"{self.tier}/{self.local:%Y}/{self.local:%m}/{self.file}"
-
-    def manifest(self, verified: bool = False) -> dict:
-        # The fields pg_dataops.backup.manifest.build_manifest writes that retention reads, plus the runbook's.
-        return {
-            "timestamp": self.snapshot.isoformat().replace("+00:00", "Z"),
-            "type": self.tier,
-            "file": self.file,
-            "size": 6,
-            "checksum": "0" * 64,
-            "db_version": "PostgreSQL 15.19 on x86_64-pc-linux-gnu",
-            "manifest_version": 1,
-            "target": self.target,
-            "verified": verified,
-        }
-
-    def parts(self, verified: bool = False) -> dict[str, bytes]:
-        """The three objects: suffix -> body."""
-        return {
-            "": b"PGDMP\x00",
-            ".sha256": f"{'0' * 64}  {self.file}\n".encode(),
-            ".json": json.dumps(self.manifest(verified), indent=2).encode(),
-        }
-
-
-def runbook_tier(day: dt.date) -> str:
-    """The runbook's rule, restated: the 1st is monthly (even on a Sunday), Sunday weekly, else daily."""
-    if day.day == 1:
-        return "monthly"
-    return "weekly" if day.isoweekday() == 7 else "daily"
-
-
-def history(start: dt.date = START, end: dt.date | None = None, target: str = "glimpse") -> list[Spec]:
-    end = end or NOW.date()
-    specs = []
-    day = start
-    while day <= end:
-        local = dt.datetime(day.year, day.month, day.day, 2, 0, tzinfo=SEOUL)
-        snapshot = (local + dt.timedelta(seconds=1, microseconds=123456)).astimezone(UTC)
-        specs.append(Spec(target, runbook_tier(day), local, snapshot))
-        day += dt.timedelta(days=1)
-    return specs
-
-
-def expected_survivors(specs: list[Spec], now: dt.datetime) -> set[str]:
-    """The policy's definition: kept while the snapshot is after now minus the tier's window."""
-    window_start = {
-        "daily": now - dt.timedelta(days=POLICY.daily_days),
-        "weekly": now - dt.timedelta(weeks=POLICY.weekly_weeks),
-        "monthly": now - relativedelta(months=POLICY.monthly_months),
-    }
-    return {s.file for s in specs if s.snapshot > window_start[s.tier]}
+from tests.support.retention import (
+    BUCKET,
+    NOW,
+    POLICY,
+    PREFIX,
+    SEOUL,
+    SEOUL_NAME,
+    SKEW,
+    UTC,
+    Spec,
+    expected_survivors,
+    history,
+    write_local,
+)
 
 
 def item(spec: Spec, *, verified: bool = False, missing: tuple[str, ...] = (), problem: str | None = None,
@@ -183,7 +125,7 @@ def test_boundary_is_strictly_after_the_cutoff():
 
 
 def test_calendar_months():
-    m = retention.months_before
+    m = months_before
     assert m(dt.datetime(2027, 3, 31, 10, tzinfo=SEOUL), 1) == dt.datetime(2027, 2, 28, 10, tzinfo=SEOUL)
     assert m(dt.datetime(2028, 3, 31, 10, tzinfo=SEOUL), 1) == dt.datetime(2028, 2, 29, 10, tzinfo=SEOUL)
     assert m(dt.datetime(2027, 1, 15, 2, tzinfo=SEOUL), 12) == dt.datetime(2026, 1, 15, 2, tzinfo=SEOUL)
@@ -271,7 +213,7 @@ def test_other_targets_are_kept_as_not_ours_and_do_not_dilute_the_guard():
     assert {d.item.file for d in p.not_ours} == {s.file for s in theirs}
     assert {d.reason for d in p.not_ours} == {"not ours: target legacy is not one of glimpse; kept"}
     assert len(p.judged) == len(ours) and p.targets == ("glimpse",)
-    report = retention.format_report(p).splitlines()
+    report = format_report(p).splitlines()
     assert report[0].endswith(f"{len(items)} backups, keep {len(p.keep)}, to delete {len(p.delete)}, "
                               f"{len(theirs)} not ours (legacy)")
     assert sum(line.startswith("NOT OURS       legacy ") for line in report) == len(theirs)
@@ -311,16 +253,16 @@ def test_future_timestamps_of_other_targets_are_not_ours_to_judge():
 
 def test_clock_skew_against_the_storage_server():
     server = dt.datetime(2027, 1, 4, 18, 0, 0, tzinfo=UTC)
-    retention.check_clock(server + dt.timedelta(minutes=59), server, SKEW, server="S3")
-    retention.check_clock(server - dt.timedelta(minutes=60), server, SKEW, server="S3")
+    check_clock(server + dt.timedelta(minutes=59), server, SKEW, server="S3")
+    check_clock(server - dt.timedelta(minutes=60), server, SKEW, server="S3")
     with pytest.raises(RetentionRefused, match=r"^retention refused: this worker's clock \(2027-01-24 18:00:00 UTC\) "
                                                r"is 20.0 days ahead of the clock of S3 at http://s3 \(2027-01-04 18:00:00 UTC\), "
                                                r"more than retention.max_future_skew_minutes \(60\); every "):
-        retention.check_clock(server + dt.timedelta(days=20), server, SKEW, server="S3 at http://s3")
+        check_clock(server + dt.timedelta(days=20), server, SKEW, server="S3 at http://s3")
     with pytest.raises(RetentionRefused, match=r"is 90 minutes behind the clock of S3 "):
-        retention.check_clock(server - dt.timedelta(minutes=90), server, SKEW, server="S3")
+        check_clock(server - dt.timedelta(minutes=90), server, SKEW, server="S3")
     with pytest.raises(ValueError, match="timezone-aware"):
-        retention.check_clock(server.replace(tzinfo=None), server, SKEW, server="S3")
+        check_clock(server.replace(tzinfo=None), server, SKEW, server="S3")
 
 
 def test_a_fast_clock_would_prune_a_steady_state_history_under_the_fraction_guard():
@@ -330,7 +272,7 @@ def test_a_fast_clock_would_prune_a_steady_state_history_under_the_fraction_guar
     fast = plan(survivors, now=NOW + dt.timedelta(days=20), fraction=0.5)
     assert 0.4 < len(fast.delete) / len(survivors) < 0.5  # 43% of real history, under max_delete_fraction
     with pytest.raises(RetentionRefused, match="20.0 days ahead"):
-        retention.check_clock(NOW + dt.timedelta(days=20), NOW, SKEW, server="S3")
+        check_clock(NOW + dt.timedelta(days=20), NOW, SKEW, server="S3")
 
 
 def test_refuses_when_the_newest_verified_backup_is_too_old():
@@ -338,8 +280,7 @@ def test_refuses_when_the_newest_verified_backup_is_too_old():
     specs = history(start=dt.date(2026, 12, 1), end=dt.date(2027, 1, 3))  # the last two nights are missing
     items = [item(s, verified=True) for s in specs]
     with pytest.raises(RetentionRefused) as exc:
-        retention.check_recent_backups(items, NOW, ["glimpse"], max_age, source="s3://b/database",
-                                       timezone=SEOUL_NAME)
+        check_recent_backups(items, NOW, ["glimpse"], max_age, source="s3://b/database", timezone=SEOUL_NAME)
     assert str(exc.value) == (
         "retention refused: the newest verified backup of glimpse is 2.0 days old (weekly/glimpse_weekly_20270103_"
         "020000.dump, 2027-01-03 02:00 KST), older than monitor_max_backup_age_hours (24). A pipeline that "
@@ -352,16 +293,16 @@ def test_refuses_when_the_newest_verified_backup_is_too_old():
     old_legacy = item(Spec("legacy", "daily", NOW - dt.timedelta(days=90), (NOW - dt.timedelta(days=90)).astimezone(UTC)),
                       verified=True)
     with pytest.raises(RetentionRefused, match="the newest verified backup of glimpse is 2.0 days old"):
-        retention.check_recent_backups([*items, item(last_night), orphan, old_legacy], NOW, ["glimpse"], max_age,
-                                       source="s3://b/database")
-    newest = retention.check_recent_backups([*items, item(last_night, verified=True), old_legacy], NOW, ["glimpse"],
-                                            max_age, source="s3://b/database")
+        check_recent_backups([*items, item(last_night), orphan, old_legacy], NOW, ["glimpse"], max_age,
+                             source="s3://b/database")
+    newest = check_recent_backups([*items, item(last_night, verified=True), old_legacy], NOW, ["glimpse"],
+                                  max_age, source="s3://b/database")
     assert newest["glimpse"].file == last_night.file
 
     # Every target is checked, and one with no verified backup at all is named too.
     with pytest.raises(RetentionRefused, match=r"glimpse is 2.0 days old .*; second has no verified backup in "
                                                r"s3://b/database\. A pipeline"):
-        retention.check_recent_backups(items, NOW, ["second", "glimpse"], max_age, source="s3://b/database")
+        check_recent_backups(items, NOW, ["second", "glimpse"], max_age, source="s3://b/database")
 
 
 def test_a_late_cleared_run_counts_as_fresh_by_its_manifest(tmp_path):
@@ -369,9 +310,9 @@ def test_a_late_cleared_run_counts_as_fresh_by_its_manifest(tmp_path):
     # evidence that the pipeline produces verified backups.
     cleared = Spec("glimpse", "daily", NOW - dt.timedelta(days=5), (NOW - dt.timedelta(hours=2)).astimezone(UTC))
     write_local(tmp_path, cleared, verified=True)
-    (i,) = retention.list_local_backups(str(tmp_path), SEOUL_NAME)
+    (i,) = list_local_backups(str(tmp_path), SEOUL_NAME)
     assert i.time_conflict and i.verified
-    newest = retention.check_recent_backups([i], NOW, ["glimpse"], dt.timedelta(hours=24), source=str(tmp_path))
+    newest = check_recent_backups([i], NOW, ["glimpse"], dt.timedelta(hours=24), source=str(tmp_path))
     assert newest == {"glimpse": i}
 
 
@@ -385,18 +326,6 @@ def test_bad_arguments():
 # --- listings: timestamps, manifests, orphans (local tree; S3 in-process with moto) ------------------
 
 
-def write_local(root, spec: Spec, *, parts=("", ".sha256", ".json"), manifest: bytes | None = None,
-                verified: bool = False) -> str:
-    path = root / spec.local_rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bodies = spec.parts(verified)
-    if manifest is not None:
-        bodies[".json"] = manifest
-    for suffix in parts:
-        path.with_name(path.name + suffix).write_bytes(bodies[suffix])
-    return str(path)
-
-
 def test_local_listing_uses_the_manifest_not_mtime(tmp_path):
     root = tmp_path / "backups"
     old = Spec("glimpse", "daily", dt.datetime(2026, 10, 1, 2, tzinfo=SEOUL), dt.datetime(2026, 9, 30, 17, tzinfo=UTC))
@@ -407,7 +336,7 @@ def test_local_listing_uses_the_manifest_not_mtime(tmp_path):
             # mtimes say the opposite of the truth: the old one was touched now, the new one in 2001.
             t = dt.datetime(2001, 1, 1, tzinfo=UTC) if s is new else NOW
             os.utime(path + suffix, (t.timestamp(), t.timestamp()))
-    items = retention.list_local_backups(str(root), SEOUL_NAME)
+    items = list_local_backups(str(root), SEOUL_NAME)
     assert [(i.file, i.timestamp, i.timestamp_source) for i in items] == [
         (old.file, old.snapshot, "manifest"), (new.file, new.snapshot, "manifest")]
     p = plan(items)
@@ -427,7 +356,7 @@ def test_manifest_timestamp_wins_over_the_name_and_the_name_is_the_fallback(tmp_
     naive = Spec("glimpse", "daily", dt.datetime(2026, 12, 31, 2, tzinfo=SEOUL), dt.datetime(2026, 12, 30, 17, tzinfo=UTC))
     write_local(root, naive, manifest=json.dumps({**naive.manifest(), "timestamp": "2026-12-30T17:00:00"}).encode())
 
-    items = {i.file: i for i in retention.list_local_backups(str(root), SEOUL_NAME)}
+    items = {i.file: i for i in list_local_backups(str(root), SEOUL_NAME)}
     assert items[late.file].timestamp == late.snapshot and items[late.file].timestamp_source == "manifest"
     assert items[late.file].time_conflict is None
     # The name's 02:00 is Seoul time: 17:00 UTC the day before.
@@ -452,7 +381,7 @@ def test_manifest_timestamp_a_day_away_from_the_name_is_kept_and_flagged(tmp_pat
     for s in (rerun, backdated, just_over, newest):
         write_local(root, s, verified=True)
 
-    items = {i.file: i for i in retention.list_local_backups(str(root), SEOUL_NAME)}
+    items = {i.file: i for i in list_local_backups(str(root), SEOUL_NAME)}
     assert items[rerun.file].time_conflict == ("manifest timestamp 2026-11-28 05:00 UTC is 39.5 days after the time "
                                                "in its file name (2026-10-19 17:00 UTC)")
     assert items[backdated.file].time_conflict == ("manifest timestamp 2026-09-01 00:30 UTC is 116.7 days before "
@@ -465,7 +394,7 @@ def test_manifest_timestamp_a_day_away_from_the_name_is_kept_and_flagged(tmp_pat
     reasons = {d.item.file: d.reason for d in p.attention}
     assert set(reasons) == {rerun.file, backdated.file, just_over.file}
     assert reasons[rerun.file] == items[rerun.file].time_conflict + "; kept, check it"
-    report = retention.format_report(p)
+    report = format_report(p)
     assert f"KEEP!          glimpse weekly  2026-09-01 09:30 KST  weekly/2026/12/{backdated.file}  manifest timestamp" \
         in report
     assert report.splitlines()[0].endswith("4 backups, keep 4, to delete 0, 3 need attention")
@@ -481,7 +410,7 @@ def test_runbook_manifest_with_raw_newline_is_read(tmp_path):
               f'  "size": "1.2G",\n  "checksum": "{"0" * 64}",\n'
               '  "db_version": " PostgreSQL 15.4 on x86_64-pc-linux-gnu\n"\n}').encode()
     write_local(root, s, manifest=legacy)
-    (i,) = retention.list_local_backups(str(root), SEOUL_NAME)
+    (i,) = list_local_backups(str(root), SEOUL_NAME)
     assert i.problem is None and i.timestamp == s.snapshot and i.timestamp_source == "manifest"
 
 
@@ -500,7 +429,7 @@ def test_unparseable_manifest_and_incomplete_parts_are_kept_and_reported(tmp_pat
     (root / "daily/2026/06/glimpse_daily_20260610_020000.dump.partial").write_bytes(b"being written")
     (root / "daily/2026/06/notes.txt").write_text("not a backup")
 
-    items = retention.list_local_backups(str(root), SEOUL_NAME)
+    items = list_local_backups(str(root), SEOUL_NAME)
     assert len(items) == 6  # the .partial and notes.txt are not backups
     p = plan(items, now=dt.datetime(2027, 1, 5, 3, tzinfo=SEOUL))
     assert deleted(p) == {good_old.file}
@@ -511,11 +440,11 @@ def test_unparseable_manifest_and_incomplete_parts_are_kept_and_reported(tmp_pat
     assert reasons[only_sidecars.file] == "orphan: missing dump; kept, check it"
     assert reasons[wrong_file.file].startswith("manifest says file 'other.dump', not ")
 
-    report = retention.format_report(p)
+    report = format_report(p)
     assert report.splitlines()[0].endswith("6 backups, keep 5, to delete 1, 4 need attention")
     assert f"KEEP!          glimpse daily   2026-06-02 02:00 KST  daily/2026/06/{bad_json.file}  manifest is not" in report
 
-    result = retention.apply_local(p, dry_run=False)
+    result = apply_local(p, dry_run=False)
     assert result.deleted == {f"daily/2026/06/{good_old.file}": [str(root / good_old.local_rel) + s
                                                                 for s in ("", ".sha256", ".json")]}
     left = sorted(f.name for f in (root / "daily/2026/06").iterdir())
@@ -528,12 +457,12 @@ def test_dry_run_deletes_nothing_locally(tmp_path):
     for s in specs:
         write_local(root, s)
     before = sorted(str(p) for p in root.rglob("*"))
-    p = plan(retention.list_local_backups(str(root), SEOUL_NAME))
-    result = retention.apply_local(p, dry_run=True)
+    p = plan(list_local_backups(str(root), SEOUL_NAME))
+    result = apply_local(p, dry_run=True)
     assert sorted(str(p) for p in root.rglob("*")) == before
     assert result.deleted == {} and len(result.would_delete) == len(p.delete) > 0
-    assert "DRY RUN, nothing deleted" in retention.format_report(p, result).splitlines()[0]
-    assert sum(line.startswith("WOULD DELETE") for line in retention.format_report(p, result).splitlines()) == len(p.delete)
+    assert "DRY RUN, nothing deleted" in format_report(p, result).splitlines()[0]
+    assert sum(line.startswith("WOULD DELETE") for line in format_report(p, result).splitlines()) == len(p.delete)
 
 
 @pytest.fixture
@@ -562,12 +491,12 @@ def test_s3_ages_come_from_manifests_not_last_modified(moto_s3):
     last_modified = {o["LastModified"].date() for o in moto_s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     assert min(last_modified) >= dt.date.today() - dt.timedelta(days=1)  # every object is "new" to S3
 
-    items = retention.list_s3_backups(moto_s3, BUCKET, PREFIX, SEOUL_NAME)
+    items = list_s3_backups(moto_s3, BUCKET, PREFIX, SEOUL_NAME)
     assert {i.file for i in items} == {s.file for s in specs}
     assert all(i.timestamp_source == "manifest" and i.complete for i in items)
     p = plan(items)
     assert kept(p) == expected_survivors(specs, NOW)
-    result = retention.apply_s3(moto_s3, BUCKET, p, dry_run=False)
+    result = apply_s3(moto_s3, BUCKET, p, dry_run=False)
     assert sorted(result.deleted_paths) == sorted(k for d in p.delete for k in d.item.paths)
     left = {o["Key"] for o in moto_s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     assert left == {s.key + x for s in specs if s.file in kept(p) for x in ("", ".sha256", ".json")} | {
@@ -581,10 +510,10 @@ def test_s3_unparseable_manifest_is_kept_and_reported(moto_s3):
     put(moto_s3, old, manifest=b"\x00garbage")
     put(moto_s3, orphan, suffixes=("", ".sha256"))
     put(moto_s3, newest)
-    items = retention.list_s3_backups(moto_s3, BUCKET, PREFIX, SEOUL_NAME)
+    items = list_s3_backups(moto_s3, BUCKET, PREFIX, SEOUL_NAME)
     p = plan(items)
     assert deleted(p) == set()
-    report = retention.format_report(p, retention.apply_s3(moto_s3, BUCKET, p, dry_run=False))
+    report = format_report(p, apply_s3(moto_s3, BUCKET, p, dry_run=False))
     assert f"daily/{old.file}  manifest is not valid JSON" in report
     assert f"daily/{orphan.file}  orphan: missing .json; kept, check it" in report
     assert len(moto_s3.list_objects_v2(Bucket=BUCKET)["Contents"]) == 8
@@ -609,8 +538,8 @@ def test_s3_delete_errors_stop_and_say_exactly_what_was_deleted():
     first, second = p.delete[0].item, p.delete[1].item
     client = DenyingClient(deny=second.data)
     with pytest.raises(RetentionDeleteFailed, match=f"{second.data}: AccessDenied Access Denied") as exc:
-        retention.apply_s3(client, BUCKET, p, dry_run=False)
+        apply_s3(client, BUCKET, p, dry_run=False)
     assert client.calls == [first.paths, second.paths]  # one request per backup, then it stopped
     assert exc.value.result.deleted == {first.display: first.paths, second.display: second.paths[1:]}
-    report = retention.format_report(p, exc.value.result)
+    report = format_report(p, exc.value.result)
     assert "PARTLY DELETED" in report and report.count("NOT DELETED") == len(p.delete) - 2

@@ -5,7 +5,7 @@ SELECT target,
        status,
        file_name,
        file_size_bytes,
-       duration_seconds,
+       duration_seconds::float8 AS duration_seconds,  -- float: the report's data travels as JSON (XCom)
        s3_uploaded,
        verified,
        failed_step,

@@ -3,6 +3,9 @@
 Errors that retrying cannot fix (a missing connection, a wrong password, a missing bucket, a full
 disk, an existing key) fail the task at once; transient ones (network, S3 hiccups) use the retries.
 The failing step's message is also pushed as XCom ``error`` so the catalog row can say why.
+
+Connections are fetched here and only here: :func:`pg_conn` (libpq parameters, the connection's
+extras included), :func:`catalog_connection`, :func:`s3_client`, :func:`post_slack`.
 """
 
 from __future__ import annotations
@@ -68,10 +71,13 @@ def pg_conn(conn_id: str, database: str | None, purpose: str, *, require_databas
             cfg: Config | None = None) -> PgConn:
     """A PgConn from an Airflow connection, with the config's time limits on our own sessions.
 
-    ``require_database``: the database must be named (``database`` or the connection's schema); a
-    server-level connection (restore server, catalog) may fall back to ``postgres``.
+    The connection's extras that are libpq parameters (``sslmode``, ``sslrootcert``, ``sslcert``,
+    ``sslkey``, ``connect_timeout``, ``options``, ``application_name``, ...) are kept; RDS and
+    standbys need them. ``require_database``: the database must be named (``database`` or the
+    connection's schema); a server-level connection (restore server, catalog) may fall back to
+    ``postgres``.
     """
-    from pg_dataops.common.pg import PgConn
+    from pg_dataops.common.pg import PgConn, libpq_extras
 
     c = airflow_connection(conn_id, purpose)
     dbname = database or c.schema
@@ -83,6 +89,10 @@ def pg_conn(conn_id: str, database: str | None, purpose: str, *, require_databas
             )
         dbname = "postgres"
     cfg = cfg or load_config()
+    try:
+        extras = libpq_extras(c.extra_dejson)
+    except ValueError as exc:
+        raise ConfigError(f"Airflow connection {conn_id!r} ({purpose}): {exc}") from None
     return PgConn(
         host=c.host or "localhost",
         port=int(c.port or 5432),
@@ -91,7 +101,23 @@ def pg_conn(conn_id: str, database: str | None, purpose: str, *, require_databas
         password=c.password or None,
         statement_timeout=cfg.statement_timeout_seconds,
         lock_timeout=cfg.lock_wait_timeout_seconds,
+        extras=extras,
     )
+
+
+def catalog_connection(cfg: Config):
+    """An autocommit psycopg connection to the backup catalog (``catalog_conn_id``); close it when done."""
+    from pg_dataops.common import pg
+
+    return pg.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog", cfg=cfg), autocommit=True)
+
+
+def post_slack(cfg: Config, context: Context, text: str, *, attachments: list[dict] | None = None) -> None:
+    """One message to the configured Slack webhook (``slack_conn_id``); raises if it cannot be posted."""
+    from pg_dataops.airflow.notifiers import slack_post
+
+    airflow_connection(cfg.slack_conn_id, "Slack notifications")
+    slack_post(cfg.slack_conn_id, context, text, attachments)
 
 
 def s3_client(conn_id: str):
@@ -103,8 +129,14 @@ def s3_client(conn_id: str):
     return S3Hook(aws_conn_id=conn_id).get_conn()
 
 
-class BackupStepOperator(BaseOperator):
-    """Runs one core step; turns its errors into a clear task failure and an ``error`` XCom."""
+class StepOperator(BaseOperator):
+    """Every task of ours: runs one core step; turns its errors into a clear task failure and an ``error`` XCom.
+
+    Subclasses implement :meth:`run_step`: fetch connections, call one core function, return its dict.
+    Upstream results arrive as XComArgs (``dump.output``); where a step needs another task's ``error``
+    or a result of a task that may not have run, it takes that task object and keeps its ``task_id``
+    (see :func:`task_ids`), so a renamed task cannot silently give None.
+    """
 
     ui_color = "#d8e8f8"
 
@@ -139,11 +171,10 @@ class BackupStepOperator(BaseOperator):
         what = f" waiting for {self.waiting_for}" if self.waiting_for else ""
         return f"timed out after {limit:g} min{what} (execution_timeout: config task_timeout_minutes)"
 
-    def pull(self, context: Context, step: str, key: str = "return_value") -> Any:
-        """XCom of a sibling step in this mapped group (same map index), or None if it never pushed."""
+    def xcom(self, context: Context, task_id: str, key: str = "return_value") -> Any:
+        """XCom of another task of this run (same map index inside a mapped group), or None if it never pushed."""
         ti = context["ti"]
-        prefix = f"{self.task_group.group_id}." if self.task_group and self.task_group.group_id else ""
-        return ti.xcom_pull(task_ids=prefix + step, key=key, map_indexes=ti.map_index)
+        return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=ti.map_index)
 
     @property
     def backup_target(self) -> str | None:
@@ -156,3 +187,15 @@ class BackupStepOperator(BaseOperator):
             if isinstance(value, dict) and isinstance(value.get("target"), str):
                 return value["target"]
         return None
+
+
+def task_ids(**tasks: Any) -> dict[str, str]:
+    """``{name: task_id}`` of task objects (or XComArgs) given at DAG-build time, for :meth:`StepOperator.xcom`."""
+    out = {}
+    for name, task in tasks.items():
+        task = getattr(task, "operator", task)  # an XComArg names its task
+        task_id = getattr(task, "task_id", None)
+        if not isinstance(task_id, str):
+            raise TypeError(f"{name}: expected a task or its .output, got {type(task).__name__}")
+        out[name] = task_id
+    return out

@@ -1,21 +1,28 @@
-"""Failure alerts: thin subclasses of the Slack and PagerDuty providers' notifiers.
+"""Alerts: failure notifiers that send through the Slack and PagerDuty providers' notifiers.
 
-Attached as task-level ``on_failure_callback`` (DAG-level templated notifiers break under
-``dag.test()`` in 3.3.2, apache/airflow#64649). The texts come from ``pg_dataops.common.alerts``.
+Every DAG file attaches these as callbacks at parse time, so this module imports no provider: the
+providers (and aiohttp, slack_sdk, requests under them: about half a second) are imported when an
+alert is actually sent. :func:`slack_post` is the one place a Slack message leaves.
+
+Failure alerts are attached as task-level ``on_failure_callback`` (DAG-level templated notifiers break
+under ``dag.test()`` in 3.3.2, apache/airflow#64649); their texts come from ``pg_dataops.common.alerts``.
+:func:`send_pagerduty` sends one event a task built itself (the monitor's trigger or resolve).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-import requests
-from airflow.providers.pagerduty.hooks.pagerduty_events import prepare_event_data
-from airflow.providers.pagerduty.notifications.pagerduty import PagerdutyNotifier
-from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, BaseNotifier
 
+from pg_dataops.airflow.base import airflow_connection
 from pg_dataops.common import alerts
 from pg_dataops.common.errors import redact
+
+if TYPE_CHECKING:
+    from pg_dataops.common.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +68,22 @@ def run_ended_by_others(context) -> str | None:
     return state if state in ("failed", "success") else None
 
 
-class BackupFailureSlackNotifier(SlackWebhookNotifier):
+def slack_post(conn_id: str, context, text: str, attachments: list[dict] | None = None) -> None:
+    """One message to the Slack webhook of ``conn_id``; raises if it cannot be posted."""
+    from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+    SlackWebhookNotifier(slack_webhook_conn_id=conn_id, text=text,
+                         **({"attachments": attachments} if attachments else {})).notify(context)
+
+
+class BackupFailureSlackNotifier(BaseNotifier):
     """Posts the failure of any backup task to the Slack webhook connection."""
 
+    template_fields = ()
+
     def __init__(self, *, slack_webhook_conn_id: str, **kwargs):
-        super().__init__(slack_webhook_conn_id=slack_webhook_conn_id, text="", **kwargs)
+        super().__init__(**kwargs)
+        self.slack_webhook_conn_id = slack_webhook_conn_id
 
     def notify(self, context):
         if (ended := run_ended_by_others(context)) is not None:
@@ -74,12 +92,10 @@ class BackupFailureSlackNotifier(SlackWebhookNotifier):
         self.send_facts(facts_from_context(context), context)
 
     def send_facts(self, facts: alerts.FailureFacts, context) -> None:
-        self.text = alerts.failure_text(facts)
-        self.attachments = [
+        slack_post(self.slack_webhook_conn_id, context, alerts.failure_text(facts), [
             {"color": "#ff0000", "title": "Database Backup FAILED", "text": facts.error,
              "footer": "Glimpse Backup System"}
-        ]
-        super().notify(context)
+        ])
 
 
 def events_base_url(conn) -> str | None:
@@ -92,14 +108,23 @@ def events_base_url(conn) -> str | None:
     return host
 
 
-class BackupPagerdutyNotifier(PagerdutyNotifier):
+class BackupPagerdutyNotifier(BaseNotifier):
     """Triggers (or resolves) a PagerDuty incident, one per DAG run, for a failed backup task."""
 
+    template_fields = ()
+
     def __init__(self, *, pagerduty_events_conn_id: str, severity: str = "critical", **kwargs):
-        super().__init__(
-            summary="", severity=severity, source="pg_dataops", pagerduty_events_conn_id=pagerduty_events_conn_id,
-            **kwargs,
-        )
+        super().__init__(**kwargs)
+        self.pagerduty_events_conn_id = pagerduty_events_conn_id
+        self.severity = severity
+        self.source = "pg_dataops"
+        self.action = "trigger"
+        self.summary = ""
+        self.dedup_key: str | None = None
+        self.custom_details: Any = None
+        self.group: str | None = None
+        self.component: str | None = None
+        self.links: list[dict] | None = None
 
     def notify(self, context):
         if run_ended_by_others(context) is not None:
@@ -116,15 +141,20 @@ class BackupPagerdutyNotifier(PagerdutyNotifier):
         self.send()
 
     def send(self) -> None:
+        from airflow.providers.pagerduty.hooks.pagerduty_events import prepare_event_data
+        from airflow.providers.pagerduty.notifications.pagerduty import PagerdutyNotifier
+
+        fields = {"summary": self.summary, "severity": self.severity, "source": self.source, "action": self.action,
+                  "dedup_key": self.dedup_key, "custom_details": self.custom_details, "group": self.group,
+                  "component": self.component, "links": self.links}
         conn = BaseHook.get_connection(self.pagerduty_events_conn_id)
         base = events_base_url(conn)
         if base is None:
-            return super().notify({})
-        data = prepare_event_data(
-            summary=self.summary, severity=self.severity, source=self.source, action=self.action,
-            dedup_key=self.dedup_key, custom_details=self.custom_details, group=self.group,
-            component=self.component, links=self.links, action_key_name="event_action",
-        )
+            PagerdutyNotifier(pagerduty_events_conn_id=self.pagerduty_events_conn_id, **fields).notify({})
+            return
+        import requests
+
+        data = prepare_event_data(**fields, action_key_name="event_action")
         data["routing_key"] = conn.password
         # The pagerduty client only accepts https base URLs; this is the same Events API v2 request.
         resp = requests.post(f"{base}/v2/enqueue", json=data, timeout=15)
@@ -133,6 +163,24 @@ class BackupPagerdutyNotifier(PagerdutyNotifier):
                 f"PagerDuty events API at {base} answered {resp.status_code}: {redact(resp.text[:300], conn.password)}"
             )
         log.info("PagerDuty event %s sent (dedup_key %s)", self.action, self.dedup_key)
+
+
+def send_pagerduty(cfg: Config, event: Mapping[str, Any]) -> None:
+    """One Events API v2 event to ``pagerduty_conn_id``; raises if it cannot be sent.
+
+    ``event``: ``action``, ``summary``, ``severity``, ``source``, ``dedup_key``, ``custom_details``,
+    ``component``, ``group`` (e.g. :meth:`pg_dataops.observe.alerts.AlertStep.pagerduty_event`).
+    """
+    airflow_connection(cfg.pagerduty_conn_id, "PagerDuty alerts")  # a clear ConnectionMissing; the key is redacted
+    notifier = BackupPagerdutyNotifier(pagerduty_events_conn_id=cfg.pagerduty_conn_id, severity=event["severity"])
+    notifier.source = event["source"]
+    notifier.action = event["action"]
+    notifier.summary = event["summary"]
+    notifier.dedup_key = event["dedup_key"]
+    notifier.custom_details = dict(event["custom_details"])
+    notifier.component = event["component"]
+    notifier.group = event["group"]
+    notifier.send()
 
 
 def failure_callbacks(slack_conn_id: str, pagerduty_conn_id: str) -> list:

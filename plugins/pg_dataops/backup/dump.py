@@ -19,6 +19,7 @@ import tarfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import psycopg
 
@@ -160,14 +161,61 @@ class _StderrTail(threading.Thread):
         return " | ".join(self.lines) or "(no message)"
 
 
-def _count_rows(pg: psycopg.Connection, out: dict, errors: list) -> None:
-    try:
-        tables = pg.execute(sqlfiles.text("dump/list_tables.sql")).fetchall()
-        for schema, table in tables:
-            stmt = sqlfiles.composed("dump/count_rows.sql", schema=schema, table=table)
-            out[f"{schema}.{table}"] = pg.execute(stmt).fetchone()[0]
-    except Exception as exc:  # reported by the caller, after pg_dump is done
-        errors.append(exc)
+class _RowCounter(threading.Thread):
+    """Counts every table's rows in the dump's snapshot (its own session), while pg_dump streams."""
+
+    def __init__(self, pg: psycopg.Connection):
+        super().__init__(daemon=True)
+        self.pg = pg
+        self.counts: dict[str, int] = {}
+        self.errors: list[Exception] = []
+
+    def run(self) -> None:
+        try:
+            tables = self.pg.execute(sqlfiles.text("dump/list_tables.sql")).fetchall()
+            for schema, table in tables:
+                stmt = sqlfiles.composed("dump/count_rows.sql", schema=schema, table=table)
+                self.counts[f"{schema}.{table}"] = self.pg.execute(stmt).fetchone()[0]
+        except Exception as exc:  # reported by finish(), after pg_dump is done
+            self.errors.append(exc)
+
+    def finish(self) -> None:
+        """The row counts belong to the backup: it is not complete (nor uploaded) without them."""
+        self.join()
+        if self.errors:
+            raise DumpFailed(f"counting rows in the dump snapshot failed: {self.errors[0]}")
+
+
+@dataclass
+class _DumpPlan:
+    """What run_dump was asked for, and where it writes."""
+
+    conn: pgtools.PgConn
+    out_dir: str
+    final: str
+    fmt: str
+    compression: int
+    jobs: int
+    part_size: int
+    pg_bin_root: str
+    uploader: Any  # a common.s3.StreamingUpload, or None
+    lock_wait_timeout: int | None
+    timeout: float | None
+
+    @property
+    def partial(self) -> str:
+        """pg_dump's output (a directory for the directory format) before its rename."""
+        return self.final + ".partial"
+
+    @property
+    def tar_partial(self) -> str:
+        """The tar of a directory-format dump, being packed."""
+        return self.final + ".tarpartial"
+
+    @property
+    def finished_file(self) -> str:
+        """The file renamed to ``final`` once the dump, its counts and its upload succeeded."""
+        return self.tar_partial if self.fmt == "directory" else self.partial
 
 
 def run_dump(
@@ -186,7 +234,7 @@ def run_dump(
 ) -> DumpResult:
     """Dump ``conn.dbname`` to ``out_dir/basename.<ext>``; on any failure nothing is left behind.
 
-    With ``uploader`` (a storage.StreamingUpload) each part goes to S3 while pg_dump is still
+    With ``uploader`` (a common.s3.StreamingUpload) each part goes to S3 while pg_dump is still
     running, and the object is completed only when the dump and its row counts succeeded.
 
     ``lock_wait_timeout`` (seconds): pg_dump's ``--lock-wait-timeout``; a table locked by another
@@ -205,112 +253,46 @@ def run_dump(
     final = os.path.join(out_dir, artifact_name(basename, fmt, compression))
     if os.path.exists(final):
         raise BackupError(f"{final} already exists; refusing to overwrite a backup")
-    partial = final + ".partial"
+    plan = _DumpPlan(conn, out_dir, final, fmt, compression, jobs, part_size, pg_bin_root, uploader,
+                     lock_wait_timeout, timeout)
     if uploader is not None:
         uploader.start()  # a missing bucket or an existing key fails here, before any dump work
 
     try:
-        return _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_bin_root, uploader,
-                     started, started_at, lock_wait_timeout, timeout)
+        return _dump(plan, started, started_at)
     except BaseException:
         if uploader is not None:
             uploader.abort()
         raise
 
 
-def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_bin_root, uploader, started,
-          started_at, lock_wait_timeout=None, timeout=None) -> DumpResult:
-    pg = pgtools.connect(conn)
+def _dump(plan: _DumpPlan, started: float, started_at: dt.datetime) -> DumpResult:
+    """Export a snapshot, run pg_dump in it while counting rows, and describe what was written."""
+    pg = pgtools.connect(plan.conn)
     try:
         pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         pg.read_only = True
         facts = pg.execute(sqlfiles.text("dump/snapshot_facts.sql")).fetchone()
         snapshot_id, snapshot_time, db_version, version_num, database = facts
         major = version_num // 10000
-        pg_dump = pgtools.client_binary("pg_dump", major, pg_bin_root)
+        pg_dump = pgtools.client_binary("pg_dump", major, plan.pg_bin_root)
         pg_dump_version = pgtools.binary_version(pg_dump)
-
-        argv = [pg_dump, f"--snapshot={snapshot_id}", f"--format={fmt}", f"--compress={compression}"]
-        if lock_wait_timeout:
-            argv.append(f"--lock-wait-timeout={int(lock_wait_timeout)}s")
-        argv += ["--no-password", "--dbname", conn.dbname]
-        if fmt == "directory":
-            argv += [f"--jobs={jobs}", f"--file={partial}"]
+        argv = _pg_dump_argv(plan, pg_dump, snapshot_id)
         log.info("running %s", " ".join(argv))  # argv holds no secret: the password is in the env
-
-        counts: dict[str, int] = {}
-        upload_tail: dict[str, float] = {}
-        count_errors: list[Exception] = []
-        counter = threading.Thread(target=_count_rows, args=(pg, counts, count_errors), daemon=True)
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdout=subprocess.DEVNULL if fmt == "directory" else subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=conn.client_tool_env(major),
-            )
-        except OSError as exc:
-            raise DumpFailed(f"cannot start {pg_dump}: {exc.strerror}") from None
-        if proc.stdout is not None:
-            _widen_pipe(proc.stdout.fileno())
-        stderr = _StderrTail(proc.stderr, conn.password)
-        stderr.start()
-        counter.start()  # counts run in the snapshot transaction while pg_dump streams
-        watchdog = _Watchdog(proc, timeout)
-        try:
-            if fmt == "directory":
-                rc = _wait(proc, watchdog.remaining())
-                stderr.join(STDERR_GRACE)
-                watchdog.check()
-                if rc != 0:
-                    if "No space left on device" in stderr.text():
-                        raise _disk_full(partial)
-                    raise _dump_failed(rc, stderr.text(), lock_wait_timeout)
-                sha, parts, size = _tar_directory(partial, final + ".tarpartial", part_size, uploader)
-                shutil.rmtree(partial)
-                _finish_counts(counter, count_errors)
-                if uploader is not None:
-                    upload_tail = uploader.complete()
-                os.rename(final + ".tarpartial", final)
-            else:
-                sha, parts, size = _stream_to_file(proc, partial, part_size, uploader)
-                # Its output is closed: pg_dump is exiting, give it a moment, not forever.
-                rc = _wait(proc, EXIT_GRACE)
-                stderr.join(STDERR_GRACE)
-                watchdog.check()
-                if rc != 0:
-                    raise _dump_failed(rc, stderr.text(), lock_wait_timeout)
-                _finish_counts(counter, count_errors)
-                if uploader is not None:
-                    upload_tail = uploader.complete()
-                os.rename(partial, final)
-            _fsync_dir(out_dir)
-        except BaseException:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(EXIT_GRACE)  # a SIGKILLed child is reaped at once
-            for leftover in (partial, final + ".tarpartial"):
-                _remove_quietly(leftover)
-            if counter.is_alive():
-                _cancel_quietly(pg)  # e.g. a count waiting on the same lock: its result is not wanted
-            raise
-        finally:
-            watchdog.cancel()
-            # The counts' session runs under statement_timeout and lock_timeout (PgConn): bounded.
-            counter.join()
+        (sha, parts, size), counts, upload_tail = _dump_in_snapshot(plan, pg, argv, major)
     finally:
         pg.close()  # ends the snapshot transaction
 
     return DumpResult(
-        path=final,
-        file=os.path.basename(final),
+        path=plan.final,
+        file=os.path.basename(plan.final),
         size=size,
         sha256=sha,
-        part_size=part_size,
+        part_size=plan.part_size,
         part_sha256=parts,
-        format=fmt,
-        compression=compression,
-        jobs=jobs if fmt == "directory" else 1,
+        format=plan.fmt,
+        compression=plan.compression,
+        jobs=plan.jobs if plan.fmt == "directory" else 1,
         database=database,
         db_version=db_version.strip(),
         server_version_num=version_num,
@@ -321,6 +303,101 @@ def _dump(conn, out_dir, final, partial, fmt, compression, jobs, part_size, pg_b
         table_counts=counts,
         upload_tail=upload_tail,
     )
+
+
+def _pg_dump_argv(plan: _DumpPlan, pg_dump: str, snapshot_id: str) -> list[str]:
+    argv = [pg_dump, f"--snapshot={snapshot_id}", f"--format={plan.fmt}", f"--compress={plan.compression}"]
+    if plan.lock_wait_timeout:
+        argv.append(f"--lock-wait-timeout={int(plan.lock_wait_timeout)}s")
+    argv += ["--no-password", "--dbname", plan.conn.dbname]
+    if plan.fmt == "directory":
+        argv += [f"--jobs={plan.jobs}", f"--file={plan.partial}"]
+    return argv
+
+
+def _dump_in_snapshot(plan: _DumpPlan, pg: psycopg.Connection, argv: list[str],
+                      major: int) -> tuple[tuple[str, list[str], int], dict[str, int], dict[str, float]]:
+    """pg_dump and the row counts side by side; returns (sha256, part digests, size), counts, upload tail.
+
+    On any failure pg_dump is killed, the partial files are removed and a count still running is
+    cancelled."""
+    counter = _RowCounter(pg)
+    proc = _start_pg_dump(plan, argv, major)
+    stderr = _StderrTail(proc.stderr, plan.conn.password)
+    stderr.start()
+    counter.start()  # counts run in the snapshot transaction while pg_dump streams
+    watchdog = _Watchdog(proc, plan.timeout)
+    try:
+        finish = _finish_directory if plan.fmt == "directory" else _finish_stream
+        written = finish(plan, proc, stderr, watchdog)
+        counter.finish()
+        upload_tail = plan.uploader.complete() if plan.uploader is not None else {}
+        os.rename(plan.finished_file, plan.final)
+        _fsync_dir(plan.out_dir)
+    except BaseException:
+        _clean_up_failed_dump(plan, proc, pg, counter)
+        raise
+    finally:
+        watchdog.cancel()
+        # The counts' session runs under statement_timeout and lock_timeout (PgConn): bounded.
+        counter.join()
+    return written, counter.counts, upload_tail
+
+
+def _start_pg_dump(plan: _DumpPlan, argv: list[str], major: int) -> subprocess.Popen:
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL if plan.fmt == "directory" else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=plan.conn.client_tool_env(major),
+        )
+    except OSError as exc:
+        raise DumpFailed(f"cannot start {argv[0]}: {exc.strerror}") from None
+    if proc.stdout is not None:
+        _widen_pipe(proc.stdout.fileno())
+    return proc
+
+
+def _finish_directory(plan: _DumpPlan, proc: subprocess.Popen, stderr: _StderrTail,
+                      watchdog: _Watchdog) -> tuple[str, list[str], int]:
+    """pg_dump wrote a directory: once it exited cleanly, pack it into one tar, hashed while written."""
+    _check_exit(plan, proc, watchdog.remaining(), stderr, watchdog, disk_full_at=plan.partial)
+    written = _tar_directory(plan.partial, plan.tar_partial, plan.part_size, plan.uploader)
+    shutil.rmtree(plan.partial)
+    return written
+
+
+def _finish_stream(plan: _DumpPlan, proc: subprocess.Popen, stderr: _StderrTail,
+                   watchdog: _Watchdog) -> tuple[str, list[str], int]:
+    """pg_dump writes to its stdout: into the partial file, hashed (and streamed) as it comes."""
+    written = _stream_to_file(proc, plan.partial, plan.part_size, plan.uploader)
+    # Its output is closed: pg_dump is exiting, give it a moment, not forever.
+    _check_exit(plan, proc, EXIT_GRACE, stderr, watchdog)
+    return written
+
+
+def _check_exit(plan: _DumpPlan, proc: subprocess.Popen, wait: float | None, stderr: _StderrTail,
+                watchdog: _Watchdog, disk_full_at: str | None = None) -> None:
+    """pg_dump exited with 0 in time, or the error that says why not."""
+    rc = _wait(proc, wait)
+    stderr.join(STDERR_GRACE)
+    watchdog.check()
+    if rc != 0:
+        if disk_full_at and "No space left on device" in stderr.text():
+            raise _disk_full(disk_full_at)
+        raise _dump_failed(rc, stderr.text(), plan.lock_wait_timeout)
+
+
+def _clean_up_failed_dump(plan: _DumpPlan, proc: subprocess.Popen, pg: psycopg.Connection,
+                          counter: _RowCounter) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(EXIT_GRACE)  # a SIGKILLed child is reaped at once
+    for leftover in (plan.partial, plan.tar_partial):
+        _remove_quietly(leftover)
+    if counter.is_alive():
+        _cancel_quietly(pg)  # e.g. a count waiting on the same lock: its result is not wanted
 
 
 EXIT_GRACE = 60  # seconds pg_dump may take to exit once its output is complete (or after SIGKILL)
@@ -394,13 +471,6 @@ def _widen_pipe(fd: int) -> None:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
         except OSError:
             pass  # above /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
-
-
-def _finish_counts(counter: threading.Thread, errors: list) -> None:
-    """The row counts belong to the backup: it is not complete (nor uploaded) without them."""
-    counter.join()
-    if errors:
-        raise DumpFailed(f"counting rows in the dump snapshot failed: {errors[0]}")
 
 
 def _stream_to_file(proc: subprocess.Popen, path: str, part_size: int, uploader=None) -> tuple[str, list[str], int]:

@@ -1,45 +1,61 @@
-"""Thin Airflow operators of pg_backup over ``pg_dataops.backup.steps.steps``: fetch connections, call a core step,
-return its dict. The shared base (``BackupStepOperator``, connections, permanent errors) is ``pg_dataops.airflow.base``.
+"""Thin Airflow operators of pg_backup over ``pg_dataops.backup.steps``: fetch connections, call a core step,
+return its dict. The shared base (``StepOperator``, connections, permanent errors) is ``pg_dataops.airflow.base``.
+
+Results of earlier steps arrive as XComArgs (``dump.output``) in template fields; a step that needs
+another task's ``error`` (or the result of a task that may not have run, without depending on it)
+is given that task in the DAG file and keeps its id (``base.task_ids``).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule
-from airflow.sdk.exceptions import (
-    AirflowSkipException,
-)
+from airflow.sdk.exceptions import AirflowSkipException
 
+from pg_dataops.airflow.base import (
+    PERMANENT,
+    StepOperator,
+    catalog_connection,
+    pg_conn,
+    post_slack,
+    run_moment,
+    s3_client,
+    task_ids,
+)
 from pg_dataops.common import naming
 from pg_dataops.common.config import Config, ConfigError
-from pg_dataops.common.errors import (
-    BackupError,
-    DatabaseUnreachable,
-    VerificationFailed,
-    redact,
-)
+from pg_dataops.common.errors import BackupError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-
 # The DAG files import this module at parse time: boto3 and psycopg (via steps, s3, verify, pg) are
 # imported inside the methods that use them, to keep parsing fast.
-from pg_dataops.airflow.base import PERMANENT, BackupStepOperator, airflow_connection, pg_conn, run_moment, s3_client
 
 
-class PgDumpOperator(BackupStepOperator):
+class FieldsStepOperator(StepOperator):
+    """A step whose keyword arguments named in ``template_fields`` become its attributes.
+
+    A field with a class attribute of the same name has that default; any other one is required.
+    """
+
+    def __init__(self, **kwargs):
+        fields = {name: kwargs.pop(name) for name in self.template_fields if name in kwargs}
+        missing = [name for name in self.template_fields if name not in fields and not hasattr(type(self), name)]
+        if missing:
+            raise TypeError(f"{type(self).__name__}: missing keyword argument(s) {', '.join(map(repr, missing))}")
+        super().__init__(**kwargs)
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+
+class PgDumpOperator(FieldsStepOperator):
     """pg_dump of one target into the local backup tree, hashed while written."""
 
     template_fields: Sequence[str] = ("target", "tier")
-
-    def __init__(self, *, target: str, tier: str = "auto", **kwargs):
-        super().__init__(**kwargs)
-        self.target = target
-        self.tier = tier
+    tier: str = "auto"
 
     def run_step(self, cfg: Config, context: Context) -> dict:
         from pg_dataops.backup import steps  # lazy: see the note at the top
@@ -51,19 +67,15 @@ class PgDumpOperator(BackupStepOperator):
         client = s3_client(cfg.s3_conn_id)  # also without streaming: to abort a killed run's multipart uploads
         self.waiting_for = f"pg_dump of database {conn.dbname!r} (target {target.name})"
         result = steps.dump_step(cfg, target, conn, tier, moment, client,
-                                  run_marker=f"{context['ti'].dag_id}/{context['ti'].run_id}")
+                                 run_marker=f"{context['ti'].dag_id}/{context['ti'].run_id}")
         self.log.info("dumped %s: %s bytes, sha256 %s", result["file"], result["size"], result["sha256"])
         return result
 
 
-class WriteChecksumOperator(BackupStepOperator):
+class WriteChecksumOperator(FieldsStepOperator):
     """Writes the .sha256 sidecar (sha256sum -c format) from the digest taken while dumping."""
 
     template_fields: Sequence[str] = ("dump",)
-
-    def __init__(self, *, dump: Any, **kwargs):
-        super().__init__(**kwargs)
-        self.dump = dump
 
     def run_step(self, cfg: Config, context: Context) -> dict:
         from pg_dataops.backup import steps  # lazy: see the note at the top
@@ -71,15 +83,10 @@ class WriteChecksumOperator(BackupStepOperator):
         return steps.checksum_step(self.dump)
 
 
-class UploadBackupOperator(BackupStepOperator):
+class UploadBackupOperator(FieldsStepOperator):
     """Uploads the dump and its .sha256 to S3 (no overwrite), then proves size and checksum."""
 
     template_fields: Sequence[str] = ("dump", "checksum")
-
-    def __init__(self, *, dump: Any, checksum: Any, **kwargs):
-        super().__init__(**kwargs)
-        self.dump = dump
-        self.checksum = checksum
 
     def run_step(self, cfg: Config, context: Context) -> dict:
         from pg_dataops.backup import steps  # lazy: see the note at the top
@@ -89,39 +96,39 @@ class UploadBackupOperator(BackupStepOperator):
         return result
 
 
-class WriteManifestOperator(BackupStepOperator):
+class WriteManifestOperator(FieldsStepOperator):
     """Writes the self-describing .json manifest locally and beside the dump in S3.
 
     Runs once the upload is done whatever the verification said (trigger rule ALL_DONE), so every
     object in S3 is described, with ``verified`` false and the reason when the check failed.
+    ``verify``: the verify task, whose ``verification`` and ``error`` XComs give the verdict.
     """
 
-    def __init__(self, **kwargs):
+    template_fields: Sequence[str] = ("dump", "upload")
+
+    def __init__(self, *, verify: Any, **kwargs):
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         super().__init__(**kwargs)
+        self.step_ids = task_ids(verify=verify)
 
     def run_step(self, cfg: Config, context: Context) -> dict:
         from pg_dataops.backup import steps  # lazy: see the note at the top
 
-        dump, upload = self.pull(context, "dump"), self.pull(context, "upload")
-        if not isinstance(dump, dict) or not isinstance(upload, dict):
+        if not isinstance(self.dump, dict) or not isinstance(self.upload, dict):
             raise AirflowSkipException("nothing was uploaded: no manifest to write")
-        self.dump = dump  # for alerts
-        verification = self.pull(context, "verify", key="verification") or {
-            "verified": False, "error": self.pull(context, "verify", key="error") or "verification did not run"}
+        verify_id = self.step_ids["verify"]
+        verdict = steps.manifest_verdict(self.xcom(context, verify_id, key="verification"),
+                                         self.xcom(context, verify_id, key="error"))
         ti = context["ti"]
-        return steps.manifest_step(s3_client(cfg.s3_conn_id), cfg, dump, upload, verification, ti.dag_id, ti.run_id)
+        return steps.manifest_step(s3_client(cfg.s3_conn_id), cfg, self.dump, self.upload, verdict, ti.dag_id,
+                                   ti.run_id)
 
 
-class CreateScratchDatabaseOperator(BackupStepOperator):
+class CreateScratchDatabaseOperator(FieldsStepOperator):
     """Setup: an empty, uniquely named database for a restore test on the restore-test server."""
 
     template_fields: Sequence[str] = ("target", "kind")
-
-    def __init__(self, *, target: Any, kind: str = "verify", **kwargs):
-        super().__init__(**kwargs)
-        self.target = target
-        self.kind = kind
+    kind: str = "verify"
 
     def run_step(self, cfg: Config, context: Context) -> dict:
         from pg_dataops.backup import verify  # lazy: see the note at the top
@@ -135,14 +142,10 @@ class CreateScratchDatabaseOperator(BackupStepOperator):
         return {"conn_id": conn_id, "database": db, "target": target.name}
 
 
-class DropScratchDatabaseOperator(BackupStepOperator):
+class DropScratchDatabaseOperator(FieldsStepOperator):
     """Teardown: drops the scratch database, also when the restore or the checks failed."""
 
     template_fields: Sequence[str] = ("scratch",)
-
-    def __init__(self, *, scratch: Any, **kwargs):
-        super().__init__(**kwargs)
-        self.scratch = scratch
 
     def run_step(self, cfg: Config, context: Context) -> dict:
         from pg_dataops.backup import verify  # lazy: see the note at the top
@@ -152,7 +155,7 @@ class DropScratchDatabaseOperator(BackupStepOperator):
         return {"dropped": self.scratch["database"]}
 
 
-class VerifyBackupOperator(BackupStepOperator):
+class VerifyBackupOperator(FieldsStepOperator):
     """Restores the backup just made into the scratch database and checks it against its snapshot.
 
     A failure of the restore-test server (not of the dump) is retried; its verdict goes into the
@@ -160,143 +163,75 @@ class VerifyBackupOperator(BackupStepOperator):
     in ``verifications`` when a later attempt passes.
     """
 
-    template_fields: Sequence[str] = ("dump", "scratch")
-
-    def __init__(self, *, dump: Any, scratch: Any, **kwargs):
-        super().__init__(**kwargs)
-        self.dump = dump
-        self.scratch = scratch
+    template_fields: Sequence[str] = ("dump", "scratch", "upload")
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops.backup import verify  # lazy: see the note at the top
+        from pg_dataops.backup import steps  # lazy: see the note at the top
 
         ti = context["ti"]
+        admin = pg_conn(self.scratch["conn_id"], None, "restore-test server", cfg=cfg)
         try:
-            result = verify.verify_backup(
-                pg_conn(self.scratch["conn_id"], None, "restore-test server", cfg=cfg), self.scratch["database"],
-                self.dump["path"], fmt=self.dump["format"], expected_counts=self.dump["table_counts"],
-                backup_server_version_num=self.dump["server_version_num"], jobs=cfg.restore_jobs,
-                pg_bin_root=cfg.pg_bin_root, required_tables=cfg.verify_required_tables,
-                timeout=cfg.task_timeout_minutes * 60,
-            ).to_dict()
+            result = steps.verify_step(admin, self.scratch["database"], self.dump, cfg)
         except (BackupError, ConfigError) as exc:
-            verdict = {"verified": False, "error": redact(str(exc)), "transient": not isinstance(exc, PERMANENT),
-                       "checked_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
-                       "try_number": ti.try_number}
+            verdict = steps.failed_verdict(str(exc), transient=not isinstance(exc, PERMANENT),
+                                           try_number=ti.try_number)
             ti.xcom_push(key="verification", value=verdict)
             if verdict["transient"]:
-                self._record_verdict(cfg, context, verdict)
+                steps.record_interim_verdict(lambda: s3_client(cfg.s3_conn_id), cfg, self.dump, self.upload,
+                                             verdict, ti.dag_id, ti.run_id)
             raise
         ti.xcom_push(key="verification", value=result)
-        if not result["verified"]:
-            raise VerificationFailed(
-                f"{self.dump['file']} failed verification: " + "; ".join(result["mismatches"][:5])
-                + (f" (+{len(result['mismatches']) - 5} more)" if len(result["mismatches"]) > 5 else "")
-            )
+        steps.require_verified(self.dump, result)
         self.log.info("verified %s: %s tables, %s rows, amcheck %s, restore %.1f s", self.dump["file"],
                       result["tables_found"], result["rows_checked"], result["amcheck"], result["restore_seconds"])
         return result
 
-    def _record_verdict(self, cfg: Config, context: Context, verdict: dict) -> None:
-        """The failed verdict into the manifest now; best effort, the verification's error is what counts."""
-        from pg_dataops.backup import steps  # lazy: see the note at the top
 
-        upload = self.pull(context, "upload")
-        if not isinstance(upload, dict):
-            return
-        ti = context["ti"]
-        try:
-            steps.manifest_step(s3_client(cfg.s3_conn_id), cfg, self.dump, upload, verdict, ti.dag_id, ti.run_id)
-            self.log.info("recorded the failed verification (try %s) in the manifest", ti.try_number)
-        except (BackupError, ConfigError) as exc:
-            self.log.warning("could not record the failed verification in the manifest: %s", exc)
-
-
-class RecordBackupOperator(BackupStepOperator):
+class RecordBackupOperator(FieldsStepOperator):
     """Writes the run's backup_logs row, SUCCESS or FAILED with the failing step's error.
 
     Runs whatever happened upstream (trigger rule ALL_DONE), so failures are in the catalog too.
+    ``steps``: ``{step name: task}`` in run order, the name as the catalog's ``failed_step`` says it.
     """
 
     template_fields: Sequence[str] = ("target", "tier")
+    tier: str = "auto"
 
-    def __init__(self, *, target: str, tier: str = "auto", step_task_ids: Sequence[str], **kwargs):
+    def __init__(self, *, steps: Mapping[str, Any], **kwargs):
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         super().__init__(**kwargs)
-        self.target = target
-        self.tier = tier
-        self.step_task_ids = list(step_task_ids)
-
-    def _pull(self, ti, task_id: str, key: str = "return_value"):
-        return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=ti.map_index)
+        self.step_ids = task_ids(**steps)
 
     def run_step(self, cfg: Config, context: Context) -> dict:
         from pg_dataops.backup import steps  # lazy: see the note at the top
 
         ti = context["ti"]
-        prefix = f"{self.task_group.group_id}." if self.task_group and self.task_group.group_id else ""
-        ids = {name: prefix + name for name in self.step_task_ids}
-        results = {name: self._pull(ti, tid) for name, tid in ids.items()}
-        error, failed_step = None, None
-        for name, tid in ids.items():
-            err = self._pull(ti, tid, key="error")
-            if err:
-                error, failed_step = err, name
-                break
-        if error is None and results.get("manifest") is None:
-            failed_step = next((n for n in self.step_task_ids if results.get(n) is None), None)
-            error = f"step {failed_step} did not complete (see its log)"
-        moment = run_moment(context)
-        try:
-            tier = naming.resolve_tier(self.tier, moment, cfg.timezone)
-        except ValueError:
-            tier = None
-        row = steps.catalog_row(
-            target=self.target, tier=(results.get("dump") or {}).get("tier", tier), moment=moment,
-            dump=results.get("dump"), upload=results.get("upload"), doc=results.get("manifest"),
-            error=error, failed_step=failed_step, bucket=cfg.bucket, dag_id=ti.dag_id, run_id=ti.run_id,
-        )
-        try:
-            pg = _connect_catalog(cfg)
-            try:
-                row_id = steps.record_step(pg, row)
-            finally:
-                pg.close()
-        except (BackupError, DatabaseUnreachable) as exc:
-            if row["status"] == "FAILED":
-                # The failure itself was already alerted by the failing task; losing its catalog row
-                # (often: the catalog is the database that is down) must not raise a second page.
-                self.log.error("could not record the failed backup in the catalog: %s", exc)
-                return {**row, "recorded": False}
-            raise
-        self.log.info("backup_logs row %s: %s %s", row_id, row["status"], row["error_message"] or "")
-        return {**row, "recorded": True, "id": row_id}
+        results = {name: self.xcom(context, task_id) for name, task_id in self.step_ids.items()}
+        errors = {name: self.xcom(context, task_id, key="error") for name, task_id in self.step_ids.items()}
+        row = steps.outcome_row(target=self.target, tier_param=self.tier, moment=run_moment(context), cfg=cfg,
+                                results=results, errors=errors, order=list(self.step_ids), dag_id=ti.dag_id,
+                                run_id=ti.run_id)
+        return steps.record_outcome(lambda: catalog_connection(cfg), row)
 
 
-def _connect_catalog(cfg: Config):
-    from pg_dataops.common import pg as pgtools
+class NotifyBackupOperator(StepOperator):
+    """Posts the success summary to Slack (failures are posted by the failure callbacks).
 
-    return pgtools.connect(pg_conn(cfg.catalog_conn_id, None, "backup catalog"), autocommit=True)
+    ``manifest``: the manifest task, read by id rather than as an XComArg: a dependency on it would
+    change this task's state (upstream_failed instead of skipped) when the manifest fails.
+    """
 
-
-class NotifyBackupOperator(BackupStepOperator):
-    """Posts the success summary to Slack (failures are posted by the failure callbacks)."""
+    def __init__(self, *, manifest: Any, **kwargs):
+        super().__init__(**kwargs)
+        self.step_ids = task_ids(manifest=manifest)
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
-
         from pg_dataops.backup import steps  # lazy: see the note at the top
 
-        doc = self.pull(context, "manifest")
+        doc = self.xcom(context, self.step_ids["manifest"])
         if not isinstance(doc, dict) or not doc.get("verified"):
             raise AirflowSkipException("the backup is not verified: its failure was alerted, no success to post")
-        self.manifest = doc
+        self.manifest = doc  # for alerts
         text = steps.success_text(doc)
-        airflow_connection(cfg.slack_conn_id, "Slack notifications")
-        SlackWebhookNotifier(
-            slack_webhook_conn_id=cfg.slack_conn_id,
-            text=text,
-            attachments=[{"color": "#36a64f", "title": "Database Backup SUCCESS", "text": text,
-                          "footer": "Glimpse Backup System"}],
-        ).notify(context)
+        post_slack(cfg, context, text, attachments=steps.success_attachments(text))
         return {"text": text}

@@ -10,14 +10,15 @@ import datetime as dt
 import logging
 import os
 import shutil
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pg_dataops.backup import manifest
+from pg_dataops.backup import manifest, verify
 from pg_dataops.backup.dump import artifact_name, run_dump
 from pg_dataops.catalog import backup_logs
 from pg_dataops.common import naming, s3
-from pg_dataops.common.config import Config, Target
-from pg_dataops.common.errors import BackupError, IntegrityError, ObjectExists
+from pg_dataops.common.config import Config, ConfigError, Target
+from pg_dataops.common.errors import BackupError, IntegrityError, ObjectExists, VerificationFailed, redact
 from pg_dataops.common.naming import parse_name
 from pg_dataops.common.pg import PgConn
 
@@ -286,6 +287,124 @@ def catalog_row(
 
 def record_step(pg, row: dict[str, Any]) -> int:
     return backup_logs.record(pg, row)
+
+
+def failed_step(results: Mapping[str, Any], errors: Mapping[str, str | None],
+                order: Sequence[str]) -> tuple[str | None, str | None]:
+    """``(step, error)`` of the run's failure, or ``(None, None)`` when every step completed.
+
+    The first step in ``order`` that pushed an error is the one that failed; a step with no error
+    but no result either (killed, or never run) counts when the last step, whose result completes
+    the backup, has none: then the first step without a result did not complete.
+    """
+    for name in order:
+        if errors.get(name):
+            return name, errors[name]
+    if results.get(order[-1]) is None:
+        step = next((name for name in order if results.get(name) is None), None)
+        return step, f"step {step} did not complete (see its log)"
+    return None, None
+
+
+def run_tier(tier_param: str, moment: dt.datetime, timezone: str, dump: dict | None) -> str | None:
+    """The tier of the run: the dump's, else the one the run would have had (None if the param is bad)."""
+    if isinstance(dump, dict) and "tier" in dump:
+        return dump["tier"]
+    try:
+        return naming.resolve_tier(tier_param, moment, timezone)
+    except ValueError:
+        return None
+
+
+def outcome_row(*, target: str, tier_param: str, moment: dt.datetime, cfg: Config, results: Mapping[str, Any],
+                errors: Mapping[str, str | None], order: Sequence[str], dag_id: str | None,
+                run_id: str | None) -> dict[str, Any]:
+    """The run's backup_logs row from every step's result and error (see :func:`failed_step`)."""
+    step, error = failed_step(results, errors, order)
+    dump = results.get("dump")
+    return catalog_row(
+        target=target, tier=run_tier(tier_param, moment, cfg.timezone, dump), moment=moment, dump=dump,
+        upload=results.get("upload"), doc=results.get("manifest"), error=error, failed_step=step,
+        bucket=cfg.bucket, dag_id=dag_id, run_id=run_id,
+    )
+
+
+def record_outcome(connect: Callable[[], Any], row: dict[str, Any]) -> dict[str, Any]:
+    """Write ``row`` into the catalog (``connect()`` opens it); returns the row with ``recorded`` (and ``id``).
+
+    A FAILED row that cannot be written is logged, not raised: the failure itself was already alerted
+    by the failing task, and losing its row (often the catalog is the database that is down) must not
+    page a second time. A SUCCESS row that cannot be written raises.
+    """
+    try:
+        pg = connect()
+        try:
+            row_id = record_step(pg, row)
+        finally:
+            pg.close()
+    except BackupError as exc:
+        if row["status"] == "FAILED":
+            log.error("could not record the failed backup in the catalog: %s", exc)
+            return {**row, "recorded": False}
+        raise
+    log.info("backup_logs row %s: %s %s", row_id, row["status"], row["error_message"] or "")
+    return {**row, "recorded": True, "id": row_id}
+
+
+def verify_step(admin: PgConn, database: str, dump: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """Restore ``dump`` into the scratch ``database`` on ``admin``'s server and check it (the verdict as a dict)."""
+    return verify.verify_backup(
+        admin, database, dump["path"], fmt=dump["format"], expected_counts=dump["table_counts"],
+        backup_server_version_num=dump["server_version_num"], jobs=cfg.restore_jobs,
+        pg_bin_root=cfg.pg_bin_root, required_tables=cfg.verify_required_tables,
+        timeout=cfg.task_timeout_minutes * 60,
+    ).to_dict()
+
+
+def require_verified(dump: dict[str, Any], result: dict[str, Any]) -> None:
+    """A verdict that is not ``verified`` fails the backup, naming the first mismatches."""
+    if result["verified"]:
+        return
+    mismatches = result["mismatches"]
+    more = f" (+{len(mismatches) - 5} more)" if len(mismatches) > 5 else ""
+    raise VerificationFailed(f"{dump['file']} failed verification: " + "; ".join(mismatches[:5]) + more)
+
+
+def failed_verdict(error: str, *, transient: bool, try_number: int) -> dict[str, Any]:
+    """The verdict of a verification that raised: ``transient`` when the restore server, not the dump, failed."""
+    return {"verified": False, "error": redact(error), "transient": transient,
+            "checked_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"), "try_number": try_number}
+
+
+def record_interim_verdict(client: Callable[[], Any], cfg: Config, dump: dict[str, Any], upload: dict | None,
+                           verdict: dict[str, Any], dag_id: str | None, run_id: str | None) -> bool:
+    """A failed verdict into the manifest now, while the retry waits, so the object is described.
+
+    Best effort (``client()`` opens S3): the verification's own error is what counts. Nothing is
+    written when nothing was uploaded. Returns whether the manifest took it.
+    """
+    if not isinstance(upload, dict):
+        return False
+    try:
+        manifest_step(client(), cfg, dump, upload, verdict, dag_id, run_id)
+    except (BackupError, ConfigError) as exc:
+        log.warning("could not record the failed verification in the manifest: %s", exc)
+        return False
+    log.info("recorded the failed verification (try %s) in the manifest", verdict.get("try_number"))
+    return True
+
+
+def manifest_verdict(verification: dict | None, error: str | None) -> dict[str, Any]:
+    """The verdict the manifest records: the verify step's, else why there is none."""
+    return verification or {"verified": False, "error": error or "verification did not run"}
+
+
+SUCCESS_COLOR = "#36a64f"
+
+
+def success_attachments(text: str) -> list[dict[str, str]]:
+    """The Slack attachment of the success post (the runbook's notify_slack SUCCESS)."""
+    return [{"color": SUCCESS_COLOR, "title": "Database Backup SUCCESS", "text": text, "footer": "Glimpse Backup System"}]
 
 
 def success_text(doc: dict[str, Any]) -> str:

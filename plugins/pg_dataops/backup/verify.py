@@ -356,6 +356,14 @@ def _check_error(job: _Job, exc: BaseException, secret: str | None) -> BaseExcep
     return exc  # reported as a mismatch by the caller
 
 
+def _run_job(pg: psycopg.Connection, job: _Job) -> int | None:
+    """One check: a table's row count (returned), or amcheck of one index (None: it raises if corrupt)."""
+    if job.kind == "count":
+        return pg.execute(sqlfiles.composed("dump/count_rows.sql", schema=job.schema, table=job.table)).fetchone()[0]
+    pg.execute(sqlfiles.text("verify/amcheck_index.sql"), job.params).fetchone()
+    return None
+
+
 def _run_jobs(conn: pgtools.PgConn, jobs: list[_Job], connections: int) -> list[_Outcome]:
     """Run ``jobs`` largest first over up to ``connections`` sessions, one job per session at a time.
 
@@ -384,12 +392,7 @@ def _run_jobs(conn: pgtools.PgConn, jobs: list[_Job], connections: int) -> list[
                     job = queue.pop(0)
                 started = time.monotonic()
                 try:
-                    if job.kind == "count":
-                        stmt = sqlfiles.composed("dump/count_rows.sql", schema=job.schema, table=job.table)
-                        value = pg.execute(stmt).fetchone()[0]
-                    else:
-                        pg.execute(sqlfiles.text("verify/amcheck_index.sql"), job.params).fetchone()
-                        value = None
+                    value = _run_job(pg, job)
                     out = _Outcome(job, time.monotonic() - started, value=value)
                 except Exception as exc:  # noqa: BLE001 - classified below
                     err = _check_error(job, exc, conn.password)
@@ -414,10 +417,19 @@ def _run_jobs(conn: pgtools.PgConn, jobs: list[_Job], connections: int) -> list[
     return outcomes
 
 
-def run_checks(conn: pgtools.PgConn, expected_counts: dict[str, int], *, required_tables: tuple[str, ...] = (),
-               jobs: int = 2) -> dict:
-    """Compare the restored database with the manifest's counts; returns facts and mismatches."""
-    mismatches: list[str] = []
+@dataclass
+class _Restored:
+    """What the restored database's catalog says: its tables, their sizes, the indexes to check."""
+
+    per_schema: dict[str, int]
+    tables: dict[str, tuple[str, str]]  # schema.table -> (schema, table)
+    sizes: dict[str, int]
+    extension_rows: list[tuple]  # (schema, table, extension, is a config table)
+    indexes: list[tuple] | None  # (oid, schema, index, table, bytes); None: amcheck not available
+    seconds: float
+
+
+def _list_restored(conn: pgtools.PgConn) -> _Restored:
     started = time.monotonic()
     pg = pgtools.connect(conn, autocommit=True)
     try:
@@ -434,9 +446,15 @@ def run_checks(conn: pgtools.PgConn, expected_counts: dict[str, int], *, require
         raise classify_failure("listing the restored tables", str(exc), conn.password) from None
     finally:
         pg.close()
-    catalog_seconds = time.monotonic() - started
+    return _Restored(per_schema, {f"{s}.{t}": (s, t) for s, t in found_rows}, sizes, ext_rows, indexes,
+                     time.monotonic() - started)
 
-    found = {f"{s}.{t}": (s, t) for s, t in found_rows}
+
+def _structure_mismatches(restored: _Restored, expected_counts: dict[str, int],
+                          required_tables: tuple[str, ...]) -> list[str]:
+    """Tables missing, extra, or in other numbers per schema than the manifest says."""
+    mismatches: list[str] = []
+    found, per_schema = restored.tables, restored.per_schema
     if not found:
         mismatches.append("the restore holds no tables: nothing was verified (was an empty or the wrong database "
                           "dumped?)")
@@ -455,16 +473,14 @@ def run_checks(conn: pgtools.PgConn, expected_counts: dict[str, int], *, require
             mismatches.append(f"table {name} is missing from the restore")
     for name in sorted(set(found) - set(expected_counts)):
         mismatches.append(f"table {name} is restored but not in the manifest")
+    return mismatches
 
-    work = [_Job("count", name, sizes.get(name, 0), schema=s, table=t)
-            for name, (s, t) in found.items() if name in expected_counts or name in required_tables]
-    for oid, schema, index, _table, nbytes in indexes or []:
-        work.append(_Job("amcheck", f"{schema}.{index}", nbytes, params={"index_oid": oid}))
-    checks_started = time.monotonic()
-    outcomes = _run_jobs(conn, work, jobs)
-    checks_wall = time.monotonic() - checks_started
 
+def _judge_outcomes(outcomes: list[_Outcome],
+                    expected_counts: dict[str, int]) -> tuple[dict[str, int], list[str], list[str]]:
+    """The restored row counts, the counts that failed or differ from the snapshot's, amcheck's findings."""
     restored: dict[str, int] = {}
+    mismatches: list[str] = []
     amcheck_errors: list[str] = []
     for out in sorted(outcomes, key=lambda o: (o.job.kind, o.job.name)):
         if out.error is not None:
@@ -476,33 +492,47 @@ def run_checks(conn: pgtools.PgConn, expected_counts: dict[str, int], *, require
             continue
         if out.job.kind == "count":
             restored[out.job.name] = out.value
-    rows = 0
     for name, got in sorted(restored.items()):
-        rows += got
         expected = expected_counts.get(name)
         if expected is not None and got != expected:
             mismatches.append(f"table {name}: {got} rows restored, {expected} in the dump's snapshot")
-    mismatches += amcheck_errors
-    if indexes is None:
+    return restored, mismatches, amcheck_errors
+
+
+def run_checks(conn: pgtools.PgConn, expected_counts: dict[str, int], *, required_tables: tuple[str, ...] = (),
+               jobs: int = 2) -> dict:
+    """Compare the restored database with the manifest's counts; returns facts and mismatches."""
+    listed = _list_restored(conn)
+    mismatches = _structure_mismatches(listed, expected_counts, required_tables)
+    work = [_Job("count", name, listed.sizes.get(name, 0), schema=s, table=t)
+            for name, (s, t) in listed.tables.items() if name in expected_counts or name in required_tables]
+    for oid, schema, index, _table, nbytes in listed.indexes or []:
+        work.append(_Job("amcheck", f"{schema}.{index}", nbytes, params={"index_oid": oid}))
+    checks_started = time.monotonic()
+    outcomes = _run_jobs(conn, work, jobs)
+    checks_wall = time.monotonic() - checks_started
+
+    restored, count_mismatches, amcheck_errors = _judge_outcomes(outcomes, expected_counts)
+    mismatches += count_mismatches + amcheck_errors
+    if listed.indexes is None:
         amcheck = "skipped: amcheck extension not available on the restore server"
     else:
-        amcheck = "failed" if amcheck_errors else f"{len(indexes)} btree indexes"
-
+        amcheck = "failed" if amcheck_errors else f"{len(listed.indexes)} btree indexes"
     busy = {"count": 0.0, "amcheck": 0.0}
     for out in outcomes:
         busy[out.job.kind] += out.seconds
-    extension_tables = [f"{s}.{t} ({ext}{', config table' if cfg else ''})" for s, t, ext, cfg in ext_rows]
+    extension_tables = [f"{s}.{t} ({ext}{', config table' if cfg else ''})" for s, t, ext, cfg in listed.extension_rows]
     return {
-        "tables_per_schema": per_schema,
-        "tables_found": len(found),
-        "rows_checked": rows,
+        "tables_per_schema": listed.per_schema,
+        "tables_found": len(listed.tables),
+        "rows_checked": sum(restored.values()),
         "restored_counts": restored,
         "users": restored.get("public.users"),
         "amcheck": amcheck,
-        "index_count": len(indexes or []),
+        "index_count": len(listed.indexes or []),
         "extension_tables": extension_tables,
         "mismatches": mismatches,
-        "timings": {"catalog": round(catalog_seconds, 3), "counts": round(busy["count"], 3),
+        "timings": {"catalog": round(listed.seconds, 3), "counts": round(busy["count"], 3),
                     "amcheck": round(busy["amcheck"], 3), "checks_wall": round(checks_wall, 3),
                     "connections": max(1, min(jobs, len(work)))},
     }

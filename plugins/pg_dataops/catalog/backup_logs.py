@@ -1,4 +1,4 @@
-"""The backup_logs catalog (schema in include/sql/catalog/). Airflow-free."""
+"""The catalog table ``backup_logs``: one row per backup attempt (include/sql/catalog/backup_logs.sql). Airflow-free."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 import psycopg
 
+from pg_dataops.catalog.migrations import ensure_schema
 from pg_dataops.common import sqlfiles
 
 COLUMNS = (
@@ -13,17 +14,6 @@ COLUMNS = (
     "checksum_sha256", "duration_seconds", "status", "error_message", "failed_step",
     "s3_bucket", "s3_key", "s3_uploaded", "verified", "verified_at", "dag_id", "run_id",
 )
-
-
-# Applied in order, every time: each file is idempotent (IF NOT EXISTS / CREATE OR REPLACE).
-SCHEMA_FILES = ("catalog/backup_logs.sql", "catalog/restore_drills.sql", "catalog/views.sql")
-
-
-def ensure_schema(pg: psycopg.Connection) -> None:
-    with pg.transaction():
-        pg.execute(sqlfiles.text("catalog/lock.sql"))
-        for name in SCHEMA_FILES:
-            pg.execute(sqlfiles.text(name))
 
 
 def record(pg: psycopg.Connection, row: dict[str, Any]) -> int:

@@ -175,19 +175,36 @@ def rebuild_catalog(client, bucket: str, prefix: str, pg, *, max_workers: int = 
             f"no manifests found under s3://{bucket}/{prefix}/{{{','.join(TIERS)}}}/: a wrong bucket or prefix, "
             "not an empty history; nothing was written"
         )
+    bodies = s3.read_manifests(client, bucket, keys, max_workers=max_workers)
+    dumps = dump_sizes(client, bucket, keys, max_workers=max_workers)
+    rows = rows_from_manifests(keys, bodies, dumps, bucket=bucket, prefix=prefix, result=result)
+    drop_clashing_runs(rows, result)
+    for key in keys:
+        if key in rows:
+            record_row(pg, key, rows[key], dumps[key][0], result)
+    result.skipped.sort(key=lambda s: s["key"])
+    return result
+
+
+def dump_sizes(client, bucket: str, keys: list[str], *, max_workers: int) -> dict[str, tuple[int | None, str | None]]:
+    """Per manifest key: (size, None) when the dump beside it exists, (None, None) when it does not,
+    (None, why) when it cannot be checked."""
 
     def dump_size(key: str) -> tuple[int | None, str | None]:
-        """(size, None) when the dump beside the manifest exists, (None, None) when it does not."""
         dump_key = key[: -len(".json")]
         try:
             return head_size(client, bucket, dump_key), None
         except (ClientError, BotoCoreError) as exc:
             return None, f"cannot check its dump s3://{bucket}/{dump_key}: {describe_error(exc)}"
 
-    bodies = s3.read_manifests(client, bucket, keys, max_workers=max_workers)
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        dumps = dict(zip(keys, pool.map(dump_size, keys), strict=True))
+        return dict(zip(keys, pool.map(dump_size, keys), strict=True))
 
+
+def rows_from_manifests(keys: list[str], bodies: dict[str, tuple[bytes | None, str | None]],
+                        dumps: dict[str, tuple[int | None, str | None]], *, bucket: str, prefix: str,
+                        result: RebuildResult) -> dict[str, dict[str, Any]]:
+    """``{manifest key: row}`` of the manifests that read and check; the others go to ``result.skipped``."""
     rows: dict[str, dict[str, Any]] = {}
     for key in keys:
         body, error = bodies[key]
@@ -202,8 +219,11 @@ def rebuild_catalog(client, bucket: str, prefix: str, pg, *, max_workers: int = 
             rows[key] = row_from_manifest(doc, bucket=bucket, prefix=prefix, key=key)
         except ManifestError as exc:
             result.skipped.append({"key": key, "reason": str(exc)})
+    return rows
 
-    # Two manifests claiming the same (dag_id, run_id, target) would overwrite each other: keep neither.
+
+def drop_clashing_runs(rows: dict[str, dict[str, Any]], result: RebuildResult) -> None:
+    """Two manifests claiming the same (dag_id, run_id, target) would overwrite each other: keep neither."""
     by_identity: dict[tuple, list[str]] = {}
     for key, row in rows.items():
         by_identity.setdefault((row["dag_id"], row["run_id"], row["target"]), []).append(key)
@@ -215,19 +235,17 @@ def rebuild_catalog(client, bucket: str, prefix: str, pg, *, max_workers: int = 
                                                              f"{target}) as {others}"})
                 del rows[key]
 
-    for key in keys:
-        if key in rows:
-            size = dumps[key][0]
-            problem = dump_problem(rows[key], size)
-            if problem is not None:
-                rows[key] = failed_for_dump(rows[key], problem, present=size is not None)
-                result.dump_problems.append({"key": key, "problem": problem})
-            backup_logs.record(pg, rows[key])
-            result.recorded += 1
-            result.success += rows[key]["status"] == "SUCCESS"
-            result.failed += rows[key]["status"] == "FAILED"
-    result.skipped.sort(key=lambda s: s["key"])
-    return result
+
+def record_row(pg, key: str, row: dict[str, Any], dump_size: int | None, result: RebuildResult) -> None:
+    """Upsert one manifest's row, FAILED when its dump is missing or not the manifest's size."""
+    problem = dump_problem(row, dump_size)
+    if problem is not None:
+        row = failed_for_dump(row, problem, present=dump_size is not None)
+        result.dump_problems.append({"key": key, "problem": problem})
+    backup_logs.record(pg, row)
+    result.recorded += 1
+    result.success += row["status"] == "SUCCESS"
+    result.failed += row["status"] == "FAILED"
 
 
 def main(argv: list[str] | None = None) -> int:

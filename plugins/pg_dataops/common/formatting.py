@@ -1,4 +1,5 @@
-"""Text formatting shared by alerts, reports and retention: times and Slack escaping. Airflow-free."""
+"""Text formatting shared by alerts, reports, drills and retention: times, sizes, durations, Slack escaping.
+Airflow-free."""
 
 from __future__ import annotations
 
@@ -13,3 +14,36 @@ def fmt_time(moment: dt.datetime, tz: dt.tzinfo) -> str:
 def slack_escape(text: str) -> str:
     """Slack mrkdwn needs &, < and > escaped, or they become links and mentions."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def fmt_bytes(n: float | int | None) -> str:
+    """1536 -> '1.5 KiB'; binary units, one decimal (bytes as an integer)."""
+    if n is None:
+        return "unknown size"
+    value = float(n)
+    if abs(value) < 1024:
+        return f"{int(value)} B"
+    units = ("KiB", "MiB", "GiB", "TiB", "PiB")
+    i = 0
+    value /= 1024
+    while abs(value) >= 1024 and i < len(units) - 1:
+        value /= 1024
+        i += 1
+    unit = units[i]
+    return f"{value:.1f} {unit}"
+
+
+def fmt_duration(seconds: float | int | None) -> str:
+    """42.04 -> '42.0 s', 185 -> '3 min 5 s', 3720 -> '1 h 2 min', 14400 -> '4 h'."""
+    if seconds is None:
+        return "unknown duration"
+    s = float(seconds)
+    if round(s, 1) < 60:  # 59.97 is "1 min", not "60.0 s"
+        return f"{s:.1f} s"
+    total = int(s + 0.5)
+    if total < 3600:
+        m, sec = divmod(total, 60)
+        return f"{m} min" + (f" {sec} s" if sec else "")
+    h, rest = divmod(total, 3600)
+    m = rest // 60
+    return f"{h} h" + (f" {m} min" if m else "")

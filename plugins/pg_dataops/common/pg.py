@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import psycopg
@@ -15,6 +16,41 @@ from pg_dataops.common.errors import (
     DatabaseUnreachable,
     redact,
 )
+
+# libpq connection parameters an Airflow connection's extras may carry, and the environment variable
+# each has for the client tools (pg_dump, pg_restore, pg_basebackup, psql).
+LIBPQ_EXTRAS = {
+    "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL", "sslpassword": None, "sslcompression": "PGSSLCOMPRESSION",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION", "gssencmode": "PGGSSENCMODE",
+    "connect_timeout": "PGCONNECT_TIMEOUT", "options": "PGOPTIONS", "application_name": "PGAPPNAME",
+    "target_session_attrs": "PGTARGETSESSIONATTRS", "keepalives": None, "keepalives_idle": None,
+    "keepalives_interval": None, "keepalives_count": None, "tcp_user_timeout": None,
+    "channel_binding": "PGCHANNELBINDING", "krbsrvname": "PGKRBSRVNAME",
+}
+# Extras the Airflow UI and the providers use for themselves: not libpq's, dropped without a word.
+_AIRFLOW_EXTRAS = {"cursor", "iam", "redshift", "aws_conn_id", "cluster-identifier", "region_name",
+                   "sqlalchemy_scheme", "sqlalchemy_options", "enable_log_db_messages", "client_encoding",
+                   "schema", "description"}
+
+
+def libpq_extras(extra: Mapping[str, object] | None) -> dict[str, str]:
+    """The libpq parameters of an Airflow connection's extras, as text; an unknown key is an error (a
+    typo in ``sslmode`` must not silently connect without TLS)."""
+    out: dict[str, str] = {}
+    unknown = []
+    for key, value in (extra or {}).items():
+        if key in _AIRFLOW_EXTRAS or value is None or value == "":
+            continue
+        if key not in LIBPQ_EXTRAS:
+            unknown.append(key)
+            continue
+        out[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    if unknown:
+        what = "extra {} is not a libpq connection parameter" if len(unknown) == 1 else \
+            "extras {} are not libpq connection parameters"
+        raise ValueError(what.format(", ".join(sorted(unknown))) + f" (known: {', '.join(sorted(LIBPQ_EXTRAS))})")
+    return out
 
 
 @dataclass(frozen=True)
@@ -32,10 +68,13 @@ class PgConn:
     password: str | None = field(default=None, repr=False)
     statement_timeout: int | None = None
     lock_timeout: int | None = None
+    # libpq parameters from the connection's extras (sslmode, sslrootcert, options, ...); see LIBPQ_EXTRAS.
+    extras: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         secret = ", password=********" if self.password else ""
-        return f"PgConn({self.describe()}{secret})"
+        ssl = f", sslmode={self.extras['sslmode']}" if self.extras.get("sslmode") else ""
+        return f"PgConn({self.describe()}{ssl}{secret})"
 
     __str__ = __repr__
 
@@ -46,8 +85,8 @@ class PgConn:
         return replace(self, dbname=dbname)
 
     def session_options(self) -> str | None:
-        """libpq ``options``: the time limits every session of ours runs under."""
-        opts = []
+        """libpq ``options``: the connection's own, then the time limits every session of ours runs under."""
+        opts = [self.extras["options"]] if self.extras.get("options") else []
         if self.statement_timeout:
             opts.append(f"-c statement_timeout={int(self.statement_timeout) * 1000}")
         if self.lock_timeout:
@@ -60,8 +99,11 @@ class PgConn:
         env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=self.user, PGDATABASE=self.dbname)
         if self.password:
             env["PGPASSWORD"] = self.password
-        env["PGCONNECT_TIMEOUT"] = env.get("PGCONNECT_TIMEOUT", "10")
+        env["PGCONNECT_TIMEOUT"] = "10"
         env["PGAPPNAME"] = "pg_dataops"
+        for key, value in self.extras.items():
+            if LIBPQ_EXTRAS.get(key):
+                env[LIBPQ_EXTRAS[key]] = value
         return env
 
     def client_tool_env(self, server_major: int) -> dict[str, str]:
@@ -70,12 +112,17 @@ class PgConn:
         tool's session does not run on, or stay queued for a lock, without it."""
         env = self.libpq_env()
         if server_major >= 14:
-            env["PGOPTIONS"] = "-c client_connection_check_interval=5000"
+            own = self.extras.get("options")
+            env["PGOPTIONS"] = ((own + " ") if own else "") + "-c client_connection_check_interval=5000"
         return env
 
 
 def connect(conn: PgConn, *, autocommit: bool = False, connect_timeout: int = 10) -> psycopg.Connection:
     """Open a connection, turning libpq's errors into ones that name the cause."""
+    params = {"connect_timeout": connect_timeout, "application_name": "pg_dataops", **conn.extras}
+    params.pop("options", None)  # merged into session_options()
+    if conn.session_options():
+        params["options"] = conn.session_options()
     try:
         return psycopg.connect(
             host=conn.host,
@@ -83,10 +130,8 @@ def connect(conn: PgConn, *, autocommit: bool = False, connect_timeout: int = 10
             user=conn.user,
             dbname=conn.dbname,
             password=conn.password or None,
-            connect_timeout=connect_timeout,
-            application_name="pg_dataops",
             autocommit=autocommit,
-            **({"options": conn.session_options()} if conn.session_options() else {}),
+            **params,
         )
     except psycopg.OperationalError as exc:
         raise classify_connect_error(conn, str(exc)) from None

@@ -584,3 +584,13 @@ def read_manifests(client, bucket: str, keys: list[str], *, sizes: Mapping[str, 
 
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         return dict(zip(keys, pool.map(fetch, keys), strict=True))
+
+
+def usage_by_tier(client, bucket: str, prefix: str) -> dict[str, dict[str, int]]:
+    """``{tier: {"bytes": int, "objects": int}}`` of everything under ``{prefix}/{tier}/`` (dumps and sidecars)."""
+    check_bucket(client, bucket)  # BucketMissing names the bucket and the endpoint
+    usage: dict[str, dict[str, int]] = {tier: {"bytes": 0, "objects": 0} for tier in TIERS}
+    for tier, _tier_prefix, obj in list_tiers(client, bucket, prefix):
+        usage[tier]["bytes"] += int(obj.get("Size", 0))
+        usage[tier]["objects"] += 1
+    return usage

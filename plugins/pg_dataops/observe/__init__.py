@@ -1,1 +1,2 @@
-"""pg_backup_monitor and pg_backup_report: alert rules, the weekly report, and their operators."""
+"""pg_backup_monitor and pg_backup_report: the rules (monitor), what to alert and when (alerts), the daily
+report (report), and their operators."""

@@ -1,8 +1,9 @@
 """Monitoring rules on the catalog and the local backup disk: decisions and texts, no sending. Airflow-free.
 
-``evaluate`` returns one ``Finding`` per rule and target, passing or not. The caller (DAG
-``pg_backup_monitor``) triggers a failing finding (severity ``page``: PagerDuty, ``warn``: Slack) and
-resolves a passing one under the same ``dedup_key``.
+``evaluate`` returns one ``Finding`` per rule and target, passing or not. :mod:`pg_dataops.observe.alerts`
+(DAG ``pg_backup_monitor``) triggers a failing finding (severity ``page``: PagerDuty, ``warn``: Slack) and
+resolves a passing one under the same ``dedup_key``; :mod:`pg_dataops.observe.report` lists the failing
+ones as overdue.
 
 Freshness counts the newest SUCCESS backup of ANY tier: on Sundays and the 1st the weekly or monthly
 run replaces the daily one and every scheduled run is a full dump, so the runbook's
@@ -16,14 +17,14 @@ import os
 import shutil
 import zoneinfo
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
-from pg_dataops.catalog import backup_logs
+from pg_dataops.catalog import migrations
 from pg_dataops.common import sqlfiles
-from pg_dataops.common.formatting import fmt_time
+from pg_dataops.common.formatting import fmt_bytes, fmt_time
 
 DEDUP_PREFIX = "pg_backup_monitor"
 
@@ -104,14 +105,15 @@ def evaluate(pg: psycopg.Connection, now: dt.datetime, settings: MonitorSettings
         raise ValueError("evaluate needs a timezone-aware 'now'")
     since = now - dt.timedelta(hours=settings.lookback_hours)
     # Idempotent; the monitor may well run before the first backup ever created the table.
-    backup_logs.ensure_schema(pg)
-    with pg.transaction():
-        targets = list(settings.targets) or [r[0] for r in pg.execute(sqlfiles.text("monitor/known_targets.sql"))]
-        fresh = fetch_dicts(pg.execute(sqlfiles.text("monitor/freshness.sql"), {"targets": targets, "now": now}))
-        recent = fetch_dicts(pg.execute(
+    migrations.ensure_schema(pg)
+    with pg.transaction(), pg.cursor(row_factory=dict_row) as cur:
+        known = settings.targets or [r["target"] for r in cur.execute(sqlfiles.text("monitor/known_targets.sql"))]
+        targets = list(known)
+        fresh = cur.execute(sqlfiles.text("monitor/freshness.sql"), {"targets": targets, "now": now}).fetchall()
+        recent = cur.execute(
             sqlfiles.text("monitor/recent_successes.sql"),
             {"targets": targets, "since": since, "now": now, "window": settings.size_window},
-        ))
+        ).fetchall()
     tz = zoneinfo.ZoneInfo(settings.timezone)
     findings = [check_backup_age(row, now, settings, tz) for row in fresh]
     if not targets:
@@ -189,8 +191,8 @@ def check_size(target: str, rows: list[dict[str, Any]], settings: MonitorSetting
     if deviating:
         parts = [
             f"{r['backup_type']} backup of {target} at {fmt_time(r['backup_date'], tz)} is "
-            f"{format_bytes(e['size_bytes'])}, {e['deviation_pct']:+.1f}% vs the median "
-            f"{format_bytes(e['median_bytes'])} of the previous {e['n_previous']} {r['backup_type']} backups"
+            f"{fmt_bytes(e['size_bytes'])}, {e['deviation_pct']:+.1f}% vs the median "
+            f"{fmt_bytes(e['median_bytes'])} of the previous {e['n_previous']} {r['backup_type']} backups"
             for r, e in deviating
         ]
         message = "; ".join(parts) + f" (threshold ±{_num(pct)}%)"
@@ -253,13 +255,13 @@ def check_free_space(local_root: str, settings: MonitorSettings) -> Finding:
     if settings.min_free_pct is not None:
         limits.append(f"{_num(settings.min_free_pct)}%")
     if settings.min_free_bytes is not None:
-        limits.append(format_bytes(settings.min_free_bytes))
+        limits.append(fmt_bytes(settings.min_free_bytes))
     where = (
         f"free space under {local_root}" if checked == os.path.abspath(local_root)
         else f"local_root {local_root} does not exist; free space under its nearest existing parent {checked}"
     )
     message = (
-        f"{where} is {format_bytes(usage.free)}, {free_pct:.1f}% of {format_bytes(usage.total)} "
+        f"{where} is {fmt_bytes(usage.free)}, {free_pct:.1f}% of {fmt_bytes(usage.total)} "
         f"(threshold: at least {' and '.join(limits)} free)"
     )
     details = {"local_root": local_root, "checked_path": checked, "exists": checked == os.path.abspath(local_root),
@@ -270,23 +272,6 @@ def check_free_space(local_root: str, settings: MonitorSettings) -> Finding:
 
 
 # --- formatting ----------------------------------------------------------------------------------
-
-
-def format_bytes(n: float | int | None) -> str:
-    """1536 -> '1.5 KiB'; binary units, one decimal (bytes as an integer)."""
-    if n is None:
-        return "unknown size"
-    value = float(n)
-    if abs(value) < 1024:
-        return f"{int(value)} B"
-    units = ("KiB", "MiB", "GiB", "TiB", "PiB")
-    i = 0
-    value /= 1024
-    while abs(value) >= 1024 and i < len(units) - 1:
-        value /= 1024
-        i += 1
-    unit = units[i]
-    return f"{value:.1f} {unit}"
 
 
 def _num(x: float | int | None) -> str:
@@ -301,12 +286,3 @@ def _plural(n: int, noun: str) -> str:
 def _iso(moment: dt.datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
-
-def fetch_dicts(cursor: psycopg.Cursor) -> list[dict[str, Any]]:
-    """Rows as dicts, numeric as float: findings and reports travel as JSON (XCom)."""
-    names = [c.name for c in cursor.description]
-    # numeric comes back as Decimal; details must stay JSON-safe for XCom.
-    return [
-        {k: float(v) if isinstance(v, Decimal) else v for k, v in zip(names, values, strict=True)}
-        for values in cursor.fetchall()
-    ]

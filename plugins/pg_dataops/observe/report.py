@@ -1,7 +1,8 @@
 """The daily backup report: a Slack (mrkdwn) text and the same facts as a dict. Airflow-free.
 
-The caller (DAG ``pg_backup_report``) lists S3 for ``storage_by_tier``, may pass the monitor's
-findings for the "overdue" section, and posts ``Report.text``.
+:func:`daily_report` is DAG ``pg_backup_report``'s one step: S3 usage per tier
+(:func:`pg_dataops.common.s3.usage_by_tier`), the monitor's findings for the "overdue" section, then
+:func:`build_report`; the operator posts ``Report.text``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
-from pg_dataops.catalog import backup_logs
-from pg_dataops.common import sqlfiles
-from pg_dataops.common.formatting import fmt_time, slack_escape
+from pg_dataops.catalog import migrations
+from pg_dataops.common import s3, sqlfiles
+from pg_dataops.common.config import Config
+from pg_dataops.common.formatting import fmt_bytes, fmt_duration, fmt_time, slack_escape
 from pg_dataops.common.naming import TIERS
-from pg_dataops.observe.monitor import PAGE, Finding, fetch_dicts, format_bytes
+from pg_dataops.observe import alerts, monitor
+from pg_dataops.observe.monitor import PAGE, Finding
 
 BARS = "▁▂▃▄▅▆▇█"
 ERROR_CHARS = 300  # a report line, not a log: the full error is in the catalog
@@ -54,20 +58,12 @@ def sparkline(values: Iterable[float | int | None], *, gap: str = " ") -> str:
     return "".join(out)
 
 
-def format_duration(seconds: float | int | None) -> str:
-    """42.04 -> '42.0 s', 185 -> '3 min 5 s', 3720 -> '1 h 2 min', 14400 -> '4 h'."""
-    if seconds is None:
-        return "unknown duration"
-    s = float(seconds)
-    if round(s, 1) < 60:  # 59.97 is "1 min", not "60.0 s"
-        return f"{s:.1f} s"
-    total = int(s + 0.5)
-    if total < 3600:
-        m, sec = divmod(total, 60)
-        return f"{m} min" + (f" {sec} s" if sec else "")
-    h, rest = divmod(total, 3600)
-    m = rest // 60
-    return f"{h} h" + (f" {m} min" if m else "")
+def daily_report(cfg: Config, pg: psycopg.Connection, s3_client, now: dt.datetime) -> Report:
+    """The configured report as of ``now``: S3 listed first (a missing bucket fails before any query)."""
+    storage = s3.usage_by_tier(s3_client, cfg.bucket, cfg.prefix)
+    findings = monitor.evaluate(pg, now, alerts.monitor_settings(cfg), cfg.local_root)
+    return build_report(pg, now, rto_objective_seconds=cfg.rto_objective_seconds, storage_by_tier=storage,
+                        findings=findings, timezone=cfg.timezone)
 
 
 def build_report(
@@ -97,11 +93,11 @@ def build_report(
     days = [today - dt.timedelta(days=trend_days - 1 - i) for i in range(trend_days)]
     trend_since = dt.datetime.combine(days[0], dt.time(0), tzinfo=tz)
 
-    backup_logs.ensure_schema(pg)  # idempotent; a report may run before the first backup
-    with pg.transaction():
-        recent = fetch_dicts(pg.execute(sqlfiles.text("report/recent_backups.sql"), {"since": since, "now": now}))
-        trend_rows = fetch_dicts(pg.execute(sqlfiles.text("report/trend.sql"), {"since": trend_since, "now": now}))
-        drills = fetch_dicts(pg.execute(sqlfiles.text("report/last_drills.sql"), {"now": now}))
+    migrations.ensure_schema(pg)  # idempotent; a report may run before the first backup
+    with pg.transaction(), pg.cursor(row_factory=dict_row) as cur:
+        recent = cur.execute(sqlfiles.text("report/recent_backups.sql"), {"since": since, "now": now}).fetchall()
+        trend_rows = cur.execute(sqlfiles.text("report/trend.sql"), {"since": trend_since, "now": now}).fetchall()
+        drills = cur.execute(sqlfiles.text("report/last_drills.sql"), {"now": now}).fetchall()
 
     lines = [f"*PostgreSQL backup report*: {fmt_time(now, tz)}"]
     data: dict[str, Any] = {
@@ -147,7 +143,7 @@ def _recent_section(rows: list[dict], window_hours: float, tz: dt.tzinfo) -> tup
             flags = ("uploaded" if r["s3_uploaded"] else "NOT uploaded", "verified" if r["verified"] else "not verified")
             lines.append(
                 f":white_check_mark: {slack_escape(r['target'])} {r['backup_type']} {when}: "
-                f"{format_bytes(r['file_size_bytes'])} in {format_duration(r['duration_seconds'])}, {', '.join(flags)}"
+                f"{fmt_bytes(r['file_size_bytes'])} in {fmt_duration(r['duration_seconds'])}, {', '.join(flags)}"
             )
         else:
             step = f" in {r['failed_step']}" if r["failed_step"] else ""
@@ -179,7 +175,7 @@ def _verification_section(rows: list[dict], tz: dt.tzinfo) -> tuple[str, list[st
 
 
 def _rto_section(drills: list[dict], objective: float, tz: dt.tzinfo) -> tuple[str, list[str], Any]:
-    head = f"*RTO* (objective {format_duration(objective)})"
+    head = f"*RTO* (objective {fmt_duration(objective)})"
     per_target: dict[str, dict[str, Any]] = {}
     parts = []
     for target in sorted({d["target"] for d in drills}):
@@ -200,7 +196,7 @@ def _rto_section(drills: list[dict], objective: float, tz: dt.tzinfo) -> tuple[s
         if measured is None:
             text += "no measured restore"
         else:
-            text += (f"{format_duration(measured)} measured {fmt_time(last_ok['drill_date'], tz)} "
+            text += (f"{fmt_duration(measured)} measured {fmt_time(last_ok['drill_date'], tz)} "
                      f"({last_ok['backup_type'] or 'unknown'} backup)")
         icon = ":white_check_mark:" if within and entry["latest_status"] == "SUCCESS" else ":warning:"
         if measured is not None and not within:
@@ -222,9 +218,9 @@ def _storage_section(storage: dict[str, dict] | None) -> tuple[str, list[str], A
             raise ValueError(f"storage_by_tier[{tier!r}]: expected {{'bytes': int, 'objects': int}}, got {entry!r}")
         total += entry["bytes"]
         objects = entry.get("objects")
-        parts.append(f"{tier} {format_bytes(entry['bytes'])}"
+        parts.append(f"{tier} {fmt_bytes(entry['bytes'])}"
                      + (f" in {objects} object{'s' if objects != 1 else ''}" if objects is not None else ""))
-    parts.append(f"total {format_bytes(total)}")
+    parts.append(f"total {fmt_bytes(total)}")
     return "storage", ["*Storage (S3)*: " + " · ".join(parts)], {"by_tier": storage, "total_bytes": total}
 
 
@@ -264,8 +260,8 @@ def _trend_section(rows: list[dict], days: list[dt.date], tz: dt.tzinfo) -> tupl
         if all(v is None for v in s["size_bytes"]):
             rendered.append((label, None, None))
             continue
-        size = f"size {sparkline(s['size_bytes'])} {_range(s['size_bytes'], format_bytes)}"
-        duration = f"duration {sparkline(s['duration_seconds'])} {_range(s['duration_seconds'], format_duration)}"
+        size = f"size {sparkline(s['size_bytes'])} {_range(s['size_bytes'], fmt_bytes)}"
+        duration = f"duration {sparkline(s['duration_seconds'])} {_range(s['duration_seconds'], fmt_duration)}"
         rendered.append((label, size, duration))
     size_width = max((len(size) for _, size, _ in rendered if size), default=0)
     body = [

@@ -1,1 +1,2 @@
-"""Backup retention: GFS plan, apply in S3 and locally, report, and its operator."""
+"""Backup retention: ``plan`` (GFS decisions, refusals, params), ``apply`` (S3 and local listing and deletion, one
+run), ``report`` (texts), and its operator."""

@@ -1,27 +1,23 @@
-"""The restore drill: the newest backup, fetched from S3 (not the local copy), proven and timed.
+"""Fetching the drill's backup: the newest one of a target in S3 (not the local copy), downloaded and proven.
 
-Airflow-free. The measured RTO of a logical restore is download + restore + checks; it is recorded in
-``restore_drills`` next to the objective, and judged against it and against its own trend.
+Airflow-free. The download lands in the drill's own folder under ``local_root`` (:func:`drill_dir`) and
+is removed when the drill is recorded (:func:`remove_download`), whatever happened.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import logging
 import os
 import time
-from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pg_dataops.backup import manifest
-from pg_dataops.common import s3, sqlfiles
+from pg_dataops.common import s3
 from pg_dataops.common.errors import BackupError, IntegrityError, ManifestError
 from pg_dataops.common.naming import parse_name
 from pg_dataops.common.s3 import describe_error
 
-log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 
 
@@ -89,14 +85,14 @@ def download_and_check(client, bucket: str, key: str, doc: dict, dest_dir: str) 
                 out.write(block)
                 size += len(block)
     except (ClientError, BotoCoreError) as exc:
-        _remove(path)
+        remove_download(path)
         raise BackupError(f"download of s3://{bucket}/{key} failed: {describe_error(exc)}") from None
     except BaseException:
-        _remove(path)
+        remove_download(path)
         raise
     digest = h.hexdigest()
     if digest != expected or size != doc["size"]:
-        _remove(path)
+        remove_download(path)
         raise IntegrityError(
             f"s3://{bucket}/{key} is corrupt: SHA-256 {digest[:16]}... and {size} bytes, but .sha256 and the "
             f"manifest say {expected[:16]}... and {doc['size']} bytes; nothing was restored or deleted"
@@ -104,72 +100,15 @@ def download_and_check(client, bucket: str, key: str, doc: dict, dest_dir: str) 
     return {"path": path, "size": size, "sha256": digest, "download_seconds": round(time.monotonic() - started, 3)}
 
 
-def _remove(path: str) -> None:
+def remove_download(path: str) -> None:
+    """Delete a downloaded copy (it is only for this drill); already gone is fine."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
 
 
-@dataclass(frozen=True)
-class RtoVerdict:
-    status: str  # "ok" | "exceeded" | "trend"
-    message: str
-    projected_seconds: float | None = None
-
-
-def assess_rto(measured_seconds: float, objective_seconds: float, history: list[tuple[dt.datetime, float]],
-               now: dt.datetime, *, horizon_days: int = 90, min_points: int = 4) -> RtoVerdict:
-    """Exceeded now, or heading past the objective within ``horizon_days`` by a least-squares trend.
-
-    ``history`` holds earlier successful drills (time, total seconds); the current one is added.
-    """
-    pct = 100.0 * measured_seconds / objective_seconds
-    if measured_seconds > objective_seconds:
-        return RtoVerdict("exceeded", f"measured RTO {fmt_seconds(measured_seconds)} exceeds the objective "
-                                      f"{fmt_seconds(objective_seconds)} ({pct:.0f}%)")
-    points = sorted([*history, (now, measured_seconds)])
-    if len(points) >= min_points:
-        t0 = points[0][0]
-        xs = [(t - t0).total_seconds() / 86400 for t, _ in points]
-        ys = [v for _, v in points]
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        var = sum((x - mx) ** 2 for x in xs)
-        if var > 0:
-            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var  # seconds per day
-            projected = my + slope * ((now - t0).total_seconds() / 86400 + horizon_days - mx)
-            if slope > 0 and projected > objective_seconds:
-                days = (objective_seconds - measured_seconds) / slope
-                return RtoVerdict(
-                    "trend",
-                    f"measured RTO {fmt_seconds(measured_seconds)} is within the objective "
-                    f"{fmt_seconds(objective_seconds)} ({pct:.0f}%), but growing {fmt_seconds(slope)} per day: "
-                    f"it reaches the objective in about {days:.0f} days",
-                    projected_seconds=round(projected, 1),
-                )
-    return RtoVerdict("ok", f"measured RTO {fmt_seconds(measured_seconds)} is within the objective "
-                            f"{fmt_seconds(objective_seconds)} ({pct:.1f}%)")
-
-
-def fmt_seconds(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
-def record_drill(pg, row: dict) -> int:
-    from pg_dataops.catalog import backup_logs
-
-    backup_logs.ensure_schema(pg)
-    with pg.transaction():
-        return pg.execute(sqlfiles.text("catalog/record_drill.sql"), row).fetchone()[0]
-
-
-def drill_history(pg, target: str, since: dt.datetime) -> list[tuple[dt.datetime, float]]:
-    from pg_dataops.catalog import backup_logs
-
-    backup_logs.ensure_schema(pg)
-    rows = pg.execute(sqlfiles.text("catalog/drill_history.sql"), {"target": target, "since": since}).fetchall()
-    return [(r[0], float(r[1])) for r in rows]
+def drill_dir(local_root: str, run_id: str, target: str) -> str:
+    """``{local_root}/.drill/{target}_{run_id}``, the run id made safe as a folder name."""
+    safe = "".join(c if c.isalnum() else "_" for c in run_id)
+    return os.path.join(local_root, ".drill", f"{target}_{safe}")

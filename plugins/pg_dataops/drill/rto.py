@@ -1,0 +1,150 @@
+"""The drill's outcome: its ``restore_drills`` row, the measured RTO judged, and the Slack text. Airflow-free.
+
+The measured RTO of a logical restore is download + restore + checks. It is recorded next to the
+objective (a failed drill is recorded too, with its cause), and judged against the objective and against
+its own least-squares trend over the earlier drills.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from pg_dataops.catalog import restore_drills
+from pg_dataops.common.errors import PermanentError
+from pg_dataops.common.formatting import fmt_duration
+
+TREND_WINDOW = dt.timedelta(days=180)  # the earlier drills the trend is drawn through
+
+
+class RtoExceeded(PermanentError):
+    """The measured restore time is above the objective."""
+
+
+@dataclass(frozen=True)
+class RtoVerdict:
+    status: str  # "ok" | "exceeded" | "trend"
+    message: str
+    projected_seconds: float | None = None
+
+
+def assess_rto(measured_seconds: float, objective_seconds: float, history: list[tuple[dt.datetime, float]],
+               now: dt.datetime, *, horizon_days: int = 90, min_points: int = 4) -> RtoVerdict:
+    """Exceeded now, or heading past the objective within ``horizon_days`` by a least-squares trend.
+
+    ``history`` holds earlier successful drills (time, total seconds); the current one is added.
+    """
+    pct = 100.0 * measured_seconds / objective_seconds
+    measured, objective = fmt_duration(measured_seconds), fmt_duration(objective_seconds)
+    if measured_seconds > objective_seconds:
+        return RtoVerdict("exceeded", f"measured RTO {measured} exceeds the objective {objective} ({pct:.0f}%)")
+    points = [*history, (now, measured_seconds)]
+    trend = _trend(points, now, horizon_days) if len(points) >= min_points else None
+    if trend is not None:
+        slope, projected = trend
+        if slope > 0 and projected > objective_seconds:
+            reached_in = (objective_seconds - measured_seconds) / slope
+            return RtoVerdict(
+                "trend",
+                f"measured RTO {measured} is within the objective {objective} ({pct:.0f}%), but growing "
+                f"{fmt_duration(slope)} per day: it reaches the objective in about {reached_in:.0f} days",
+                projected_seconds=round(projected, 1),
+            )
+    return RtoVerdict("ok", f"measured RTO {measured} is within the objective {objective} ({pct:.1f}%)")
+
+
+def _trend(points: list[tuple[dt.datetime, float]], now: dt.datetime,
+           horizon_days: int) -> tuple[float, float] | None:
+    """(seconds per day, seconds projected ``horizon_days`` after ``now``) of the least-squares line, or
+    None when every point has the same time (no line to draw)."""
+    t0 = min(t for t, _ in points)
+    try:
+        slope, intercept = statistics.linear_regression([(t - t0).total_seconds() / 86400 for t, _ in points],
+                                                        [seconds for _, seconds in points])
+    except statistics.StatisticsError:
+        return None
+    return slope, intercept + slope * ((now - t0).total_seconds() / 86400 + horizon_days)
+
+
+def drill_row(*, target: str, latest: dict | None, download: dict | None, restore: dict | None,
+              error: str | None, objective_seconds: float, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The ``restore_drills`` row from the steps' results (None for a step that returned nothing).
+
+    The drill succeeded when the restore was verified and no step reported an error; only then is
+    there a measured RTO (``total_seconds``).
+    """
+    doc = (latest or {}).get("manifest") or {}
+    ok = bool(restore and restore.get("verified")) and not error
+    total = None
+    if ok:
+        total = round(download["download_seconds"] + restore["restore_seconds"] + restore["check_seconds"], 3)
+    return {
+        "target": target, "backup_type": doc.get("type"), "backup_file": doc.get("file"),
+        "s3_key": (latest or {}).get("key"), "backup_timestamp": doc.get("timestamp"),
+        "size_bytes": doc.get("size"), "download_seconds": (download or {}).get("download_seconds"),
+        "restore_seconds": (restore or {}).get("restore_seconds"),
+        "check_seconds": (restore or {}).get("check_seconds"),
+        "total_seconds": total, "rto_objective_seconds": objective_seconds,
+        "status": "SUCCESS" if ok else "FAILED", "error_message": None if ok else (error or "a drill step failed"),
+        "dag_id": dag_id, "run_id": run_id,
+    }
+
+
+def drill_text(target: str, doc: dict, download: dict, restore: dict, restore_jobs: int,
+               verdict: RtoVerdict) -> str:
+    """The Slack report of a successful drill: what was restored and proven, where the time went, the verdict."""
+    icon = ":white_check_mark:" if verdict.status == "ok" else ":warning:"
+    return (f"{icon} Restore drill of {target}: {doc['file']} from S3, {doc['size'] / 1e6:,.1f} MB, "
+            f"{restore['tables_found']} tables and {restore['rows_checked']:,} rows match its manifest, "
+            f"amcheck {restore['amcheck']}\n"
+            f"download {fmt_duration(download['download_seconds'])} + restore "
+            f"{fmt_duration(restore['restore_seconds'])} (-j{restore_jobs}) + checks "
+            f"{fmt_duration(restore['check_seconds'])}\n{verdict.message}")
+
+
+@dataclass(frozen=True)
+class DrillOutcome:
+    """A recorded drill: its row (with ``id``), and for a successful drill the verdict and the Slack text."""
+
+    row: dict[str, Any]
+    verdict: RtoVerdict | None  # None: the drill failed
+    text: str  # the Slack report, or for a failed drill the line for the task log
+
+    @property
+    def result(self) -> dict[str, Any]:
+        """What the record task returns (its XCom)."""
+        if self.verdict is None:
+            return dict(self.row)
+        return {**self.row, "verdict": self.verdict.status, "message": self.verdict.message}
+
+    def raise_if_exceeded(self) -> None:
+        """An RTO above the objective fails the record task, which pages; a trend is only a warning."""
+        if self.verdict is not None and self.verdict.status == "exceeded":
+            raise RtoExceeded(f"restore drill of {self.row['target']}: {self.verdict.message}")
+
+
+def record_drill_outcome(pg: psycopg.Connection, *, target: str, latest: dict | None, download: dict | None,
+                         restore: dict | None, step_errors: Iterable[str | None], objective_seconds: float,
+                         restore_jobs: int, dag_id: str, run_id: str, now: dt.datetime | None = None) -> DrillOutcome:
+    """Record the drill in ``restore_drills`` (also a failed one) and judge its RTO.
+
+    ``step_errors``: the ``error`` XComs of the drill's steps in their order; the first non-empty one is
+    the cause. The trend is read before the row is written, so it holds only the earlier drills.
+    """
+    error = next((e for e in step_errors if e), None)
+    row = drill_row(target=target, latest=latest, download=download, restore=restore, error=error,
+                    objective_seconds=objective_seconds, dag_id=dag_id, run_id=run_id)
+    now = now or dt.datetime.now(dt.UTC)
+    ok = row["status"] == "SUCCESS"
+    history = restore_drills.rto_history(pg, target, now - TREND_WINDOW) if ok else []
+    row["id"] = restore_drills.record(pg, row)
+    if not ok:
+        return DrillOutcome(row, None, f"drill of {target} failed and was recorded (row {row['id']}): "
+                                       f"{row['error_message']}")
+    verdict = assess_rto(row["total_seconds"], objective_seconds, history, now)
+    return DrillOutcome(row, verdict, drill_text(target, latest["manifest"], download, restore, restore_jobs, verdict))
