@@ -76,16 +76,16 @@ class BackupRun(DagRunOutput):
 
 
 @pytest.fixture
-def run_pg_backup(airflow_home, cluster, s3, receiver, tmp_path):
-    """Call with overrides: conns={conn_id: json or None (= undefined)}, env={...}, logical_date=..."""
-    # Each DAG-run test starts with no backup_logs, so it sees exactly the rows its run wrote.
-    cluster.psql("-c", "DROP TABLE IF EXISTS backup_logs CASCADE", dbname="catalog")
+def dag_env(airflow_home, cluster, s3, receiver, tmp_path):
+    """dag_env(bucket=..., conns=..., env=..., local_root=...): the environment of one `airflow dags test`.
 
-    def run(*, bucket: str, conns: dict | None = None, env: dict | None = None,
-            logical_date: str = "2026-11-25T02:00:00+09:00", conf: dict | None = None,
-            local_root: Path | None = None, timeout: int = 600) -> BackupRun:
-        receiver.clear()
-        root = local_root or tmp_path / "backups"
+    The session's servers are the connections (glimpse_db, backup_s3, slack_backup, pagerduty_backup,
+    backup_catalog); ``conns`` overrides them by conn_id, None leaving one undefined. The config points at
+    the test's bucket and local tree, with no retries; ``env`` adds or overrides PGBACKUP_* settings.
+    """
+
+    def make(*, bucket: str, conns: dict | None = None, env: dict | None = None,
+             local_root: Path | None = None) -> dict:
         connections = {
             "glimpse_db": cluster.airflow_conn("glimpse"),
             "backup_s3": s3.airflow_conn(),
@@ -99,17 +99,47 @@ def run_pg_backup(airflow_home, cluster, s3, receiver, tmp_path):
             else:
                 connections[k] = v
         extra = {
-            "PGBACKUP_LOCAL_ROOT": str(root),
+            "PGBACKUP_LOCAL_ROOT": str(local_root or tmp_path / "backups"),
             "PGBACKUP_BUCKET": bucket,
             "PGBACKUP_RETRIES": "0",
             "PGBACKUP_CATALOG_CONN_ID": "backup_catalog",
             "PGBACKUP_MULTIPART_CHUNK_MB": "5",
             **(env or {}),
         }
-        proc = devstack.dags_test(devstack.airflow_env(airflow_home, conns=connections, extra=extra), "pg_backup",
+        return devstack.airflow_env(airflow_home, conns=connections, extra=extra)
+
+    return make
+
+
+@pytest.fixture
+def run_dag(dag_env, receiver, tmp_path):
+    """run_dag(dag_id, logical_date=None, bucket=..., conns=..., env=..., conf=..., local_root=...): one
+    `airflow dags test` with :func:`dag_env`, the receiver cleared first; its output is kept in tmp_path."""
+    count = 0
+
+    def run(dag_id: str, logical_date: str | None = None, *, bucket: str, conns: dict | None = None,
+            env: dict | None = None, conf: dict | None = None, local_root: Path | None = None,
+            timeout: int = 600) -> BackupRun:
+        nonlocal count
+        count += 1
+        receiver.clear()
+        root = local_root or tmp_path / "backups"
+        proc = devstack.dags_test(dag_env(bucket=bucket, conns=conns, env=env, local_root=root), dag_id,
                                   logical_date, conf, timeout=timeout)
-        (tmp_path / "dags_test.log").write_text(proc.stdout + "\n" + proc.stderr)
+        (tmp_path / f"dags_test_{count}_{dag_id}.log").write_text(proc.stdout + "\n" + proc.stderr)
         return BackupRun(proc=proc, local_root=root, bucket=bucket)
+
+    return run
+
+
+@pytest.fixture
+def run_pg_backup(run_dag, cluster):
+    """Call with overrides: conns={conn_id: json or None (= undefined)}, env={...}, logical_date=..."""
+    # Each DAG-run test starts with no backup_logs, so it sees exactly the rows its run wrote.
+    cluster.psql("-c", "DROP TABLE IF EXISTS backup_logs CASCADE", dbname="catalog")
+
+    def run(*, logical_date: str = "2026-11-25T02:00:00+09:00", **kwargs) -> BackupRun:
+        return run_dag("pg_backup", logical_date, **kwargs)
 
     return run
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import devstack
 import psycopg
 import pytest
 
@@ -24,17 +23,9 @@ DAG_ID = "pg_backup_catalog_rebuild"
 
 
 @pytest.fixture
-def run_rebuild(airflow_home, cluster, s3, receiver, tmp_path):
+def run_rebuild(run_dag, cluster):
     def run(*, bucket: str, catalog_db: str) -> BackupRun:
-        receiver.clear()
-        conns = {"backup_s3": s3.airflow_conn(), "backup_catalog": cluster.airflow_conn(catalog_db),
-                 "slack_backup": receiver.slack_conn(), "pagerduty_backup": receiver.pagerduty_conn()}
-        extra = {"PGBACKUP_BUCKET": bucket, "PGBACKUP_CATALOG_CONN_ID": "backup_catalog", "PGBACKUP_RETRIES": "0",
-                 "PGBACKUP_LOCAL_ROOT": str(tmp_path / "backups")}
-        proc = devstack.dags_test(devstack.airflow_env(airflow_home, conns=conns, extra=extra), DAG_ID)
-        with open(tmp_path / "dags_test.log", "a") as log:
-            log.write(proc.stdout + "\n" + proc.stderr + "\n")
-        return BackupRun(proc=proc, local_root=tmp_path / "backups", bucket=bucket)
+        return run_dag(DAG_ID, bucket=bucket, conns={"backup_catalog": cluster.airflow_conn(catalog_db)})
 
     return run
 

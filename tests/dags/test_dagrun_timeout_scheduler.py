@@ -45,30 +45,16 @@ def lock_waiters(cluster) -> int:
                           " AND wait_event_type = 'Lock'").fetchone()[0]
 
 
-def test_a_run_killed_by_dagrun_timeout_pages_once(airflow_home, cluster, s3, bucket, receiver, tmp_path):
+def test_a_run_killed_by_dagrun_timeout_pages_once(dag_env, airflow_home, cluster, bucket, receiver, tmp_path):
     cluster.psql("-c", "DROP TABLE IF EXISTS backup_logs CASCADE", dbname="catalog")
     receiver.clear()
-    env = devstack.airflow_env(
-        airflow_home,
-        conns={
-            "glimpse_db": cluster.airflow_conn("glimpse"),
-            "backup_s3": s3.airflow_conn(),
-            "slack_backup": receiver.slack_conn(),
-            "pagerduty_backup": receiver.pagerduty_conn(),
-            "backup_catalog": cluster.airflow_conn("catalog"),
-        },
-        extra={
-            "PGBACKUP_LOCAL_ROOT": str(tmp_path / "backups"),
-            "PGBACKUP_BUCKET": bucket,
-            "PGBACKUP_RETRIES": "0",
-            "PGBACKUP_CATALOG_CONN_ID": "backup_catalog",
-            "PGBACKUP_DAGRUN_TIMEOUT_MINUTES": "1",
-            "PGBACKUP_LOCK_WAIT_TIMEOUT_SECONDS": "600",  # the dump outwaits the run's time limit
-            # Feb 29: no scheduled run is due when the DAG is unpaused (catchup=False would start one for
-            # the latest 02:00), so the only run is the one triggered below.
-            "PGBACKUP_SCHEDULE": "0 2 29 2 *",
-        },
-    )
+    env = dag_env(bucket=bucket, env={
+        "PGBACKUP_DAGRUN_TIMEOUT_MINUTES": "1",
+        "PGBACKUP_LOCK_WAIT_TIMEOUT_SECONDS": "600",  # the dump outwaits the run's time limit
+        # Feb 29: no scheduled run is due when the DAG is unpaused (catchup=False would start one for
+        # the latest 02:00), so the only run is the one triggered below.
+        "PGBACKUP_SCHEDULE": "0 2 29 2 *",
+    })
     started = time.monotonic()
     locker = psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
                              dbname="glimpse", application_name="test_lock_holder")

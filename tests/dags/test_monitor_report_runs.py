@@ -16,8 +16,6 @@ import psycopg
 import pytest
 from pg_dataops.catalog import migrations
 from pg_dataops.common import pg as pgtools
-from pg_dataops.observe.alerts import plan_alerts
-from pg_dataops.observe.monitor import Finding
 
 from tests.support.catalog import add_backup
 
@@ -40,35 +38,13 @@ def catalog_pg(cluster):
 
 
 @pytest.fixture
-def run_dag(airflow_home, catalog_pg, cluster, s3, bucket, receiver, tmp_path):
-    """run_dag(dag_id, logical_date, conns=..., env=...): one `airflow dags test`, receiver cleared first."""
-    count = 0
+def run_observe(run_dag, catalog_pg, bucket):
+    """run_observe(dag_id, logical_date, conns=..., env=...): conftest's run_dag on an emptied catalog."""
 
     def run(dag_id: str, logical_date: str, *, conns: dict | None = None, env: dict | None = None) -> DagRun:
-        nonlocal count
-        count += 1
-        receiver.clear()
-        connections = {
-            "glimpse_db": cluster.airflow_conn("glimpse"),
-            "backup_s3": s3.airflow_conn(),
-            "slack_backup": receiver.slack_conn(),
-            "pagerduty_backup": receiver.pagerduty_conn(),
-            "backup_catalog": cluster.airflow_conn("catalog"),
-            **(conns or {}),
-        }
-        extra = {
-            "PGBACKUP_LOCAL_ROOT": str(tmp_path / "backups"),
-            "PGBACKUP_BUCKET": bucket,
-            "PGBACKUP_RETRIES": "0",
-            "PGBACKUP_CATALOG_CONN_ID": "backup_catalog",
-            # The test machine's free space is not what these runs are about.
-            "PGBACKUP_MONITOR_MIN_FREE_GB": "0",
-            **(env or {}),
-        }
-        proc = devstack.dags_test(devstack.airflow_env(airflow_home, conns=connections, extra=extra), dag_id,
-                                  logical_date)
-        (tmp_path / f"dags_test_{count}_{dag_id}.log").write_text(proc.stdout + "\n" + proc.stderr)
-        return DagRun(proc)
+        # The test machine's free space is not what these runs are about.
+        return run_dag(dag_id, logical_date, bucket=bucket, conns=conns,
+                       env={"PGBACKUP_MONITOR_MIN_FREE_GB": "0", **(env or {})})
 
     return run
 
@@ -86,10 +62,10 @@ def utcnow() -> dt.datetime:
 
 
 @pytest.mark.dagrun
-def test_stale_backup_pages_once_then_resolves_once(run_dag, catalog_pg, receiver):
+def test_stale_backup_pages_once_then_resolves_once(run_observe, catalog_pg, receiver):
     add_backup(catalog_pg, utcnow() - dt.timedelta(hours=30))
 
-    run = run_dag("pg_backup_monitor", "2026-11-25T10:00:00+09:00")
+    run = run_observe("pg_backup_monitor", "2026-11-25T10:00:00+09:00")
     assert run.succeeded, run.output[-4000:]
     assert json_posts(receiver, "/slack") == []
     pd = json_posts(receiver, "/pagerduty")
@@ -107,7 +83,7 @@ def test_stale_backup_pages_once_then_resolves_once(run_dag, catalog_pg, receive
 
     # The backup is made: the same key is resolved, once, and nothing is triggered.
     add_backup(catalog_pg, utcnow() - dt.timedelta(hours=1))
-    run = run_dag("pg_backup_monitor", "2026-11-25T11:00:00+09:00")
+    run = run_observe("pg_backup_monitor", "2026-11-25T11:00:00+09:00")
     assert run.succeeded, run.output[-4000:]
     pd = json_posts(receiver, "/pagerduty")
     assert [(e["event_action"], e["dedup_key"]) for e in pd] == [("resolve", AGE_KEY)], pd
@@ -118,19 +94,19 @@ def test_stale_backup_pages_once_then_resolves_once(run_dag, catalog_pg, receive
     assert state["failing"] is False and state["changed_at"] == state["last_seen_at"]
 
     # Still fine an hour later: no second resolve.
-    run = run_dag("pg_backup_monitor", "2026-11-25T12:00:00+09:00")
+    run = run_observe("pg_backup_monitor", "2026-11-25T12:00:00+09:00")
     assert run.succeeded, run.output[-4000:]
     assert receiver.requests == []
 
 
 @pytest.mark.dagrun
-def test_size_deviation_posts_to_slack_once_and_once_when_cleared(run_dag, catalog_pg, receiver):
+def test_size_deviation_posts_to_slack_once_and_once_when_cleared(run_observe, catalog_pg, receiver):
     now = utcnow()
     for days in (4, 3, 2):
         add_backup(catalog_pg, now - dt.timedelta(days=days), size=100 * MiB)
     newest = add_backup(catalog_pg, now - dt.timedelta(hours=1), size=300 * MiB)
 
-    run = run_dag("pg_backup_monitor", "2026-11-25T10:00:00+09:00")
+    run = run_observe("pg_backup_monitor", "2026-11-25T10:00:00+09:00")
     assert run.succeeded, run.output[-4000:]
     assert json_posts(receiver, "/pagerduty") == []  # the backup is fresh: nothing to page or resolve
     slack = json_posts(receiver, "/slack")
@@ -142,13 +118,13 @@ def test_size_deviation_posts_to_slack_once_and_once_when_cleared(run_dag, catal
     assert alert_state(catalog_pg)[SIZE_KEY]["failing"] is True
 
     # Nothing changed: nothing is posted again.
-    run = run_dag("pg_backup_monitor", "2026-11-25T11:00:00+09:00")
+    run = run_observe("pg_backup_monitor", "2026-11-25T11:00:00+09:00")
     assert run.succeeded, run.output[-4000:]
     assert receiver.requests == []
 
     # The size is back within the threshold: one short "cleared" line.
     catalog_pg.execute("UPDATE backup_logs SET file_size_bytes = %s WHERE id = %s", (110 * MiB, newest))
-    run = run_dag("pg_backup_monitor", "2026-11-25T12:00:00+09:00")
+    run = run_observe("pg_backup_monitor", "2026-11-25T12:00:00+09:00")
     assert run.succeeded, run.output[-4000:]
     assert json_posts(receiver, "/pagerduty") == []
     assert [p["text"] for p in json_posts(receiver, "/slack")] == [
@@ -159,7 +135,7 @@ def test_size_deviation_posts_to_slack_once_and_once_when_cleared(run_dag, catal
 
 
 @pytest.mark.dagrun
-def test_undelivered_warning_is_sent_by_the_next_run(run_dag, catalog_pg, receiver):
+def test_undelivered_warning_is_sent_by_the_next_run(run_observe, catalog_pg, receiver):
     now = utcnow()
     for days in (4, 3, 2):
         add_backup(catalog_pg, now - dt.timedelta(days=days), size=100 * MiB)
@@ -167,7 +143,7 @@ def test_undelivered_warning_is_sent_by_the_next_run(run_dag, catalog_pg, receiv
     dead_slack = json.dumps({"conn_type": "slackwebhook", "schema": "http",
                              "host": f"127.0.0.1:{devstack.free_port()}/slack", "password": "T000/B000/DEAD"})
 
-    run = run_dag("pg_backup_monitor", "2026-11-25T10:00:00+09:00", conns={"slack_backup": dead_slack})
+    run = run_observe("pg_backup_monitor", "2026-11-25T10:00:00+09:00", conns={"slack_backup": dead_slack})
     assert run.failed, run.output[-4000:]
     # The task failed loudly (PagerDuty through the failure callback, without the webhook token) ...
     pd = json_posts(receiver, "/pagerduty")
@@ -178,7 +154,7 @@ def test_undelivered_warning_is_sent_by_the_next_run(run_dag, catalog_pg, receiv
     # ... and kept the old state, so the warning is not lost.
     assert SIZE_KEY not in alert_state(catalog_pg)
 
-    run = run_dag("pg_backup_monitor", "2026-11-25T11:00:00+09:00")
+    run = run_observe("pg_backup_monitor", "2026-11-25T11:00:00+09:00")
     assert run.succeeded, run.output[-4000:]
     slack = json_posts(receiver, "/slack")
     assert len(slack) == 1 and "20.0 MiB, -80.0% vs the median 100.0 MiB" in slack[0]["text"], slack
@@ -186,7 +162,7 @@ def test_undelivered_warning_is_sent_by_the_next_run(run_dag, catalog_pg, receiv
 
 
 @pytest.mark.dagrun
-def test_report_posts_tiers_trend_and_s3_storage(run_dag, catalog_pg, receiver, s3, bucket):
+def test_report_posts_tiers_trend_and_s3_storage(run_observe, catalog_pg, receiver, s3, bucket):
     now = utcnow()
     # Eight days of dailies, growing by 1 MiB and 1 s a day: the trend is the full bar ramp.
     for i, days in enumerate(range(7, -1, -1)):
@@ -200,7 +176,7 @@ def test_report_posts_tiers_trend_and_s3_storage(run_dag, catalog_pg, receiver, 
                       ("other/daily/d.dump", 70_000)):
         c.put_object(Bucket=bucket, Key=key, Body=b"x" * size)
 
-    run = run_dag("pg_backup_report", "2026-11-25T09:00:00+09:00")
+    run = run_observe("pg_backup_report", "2026-11-25T09:00:00+09:00")
     assert run.succeeded, run.output[-4000:]
     assert json_posts(receiver, "/pagerduty") == []
     slack = json_posts(receiver, "/slack")
@@ -225,8 +201,8 @@ def test_report_posts_tiers_trend_and_s3_storage(run_dag, catalog_pg, receiver, 
 
 
 @pytest.mark.dagrun
-def test_report_with_a_missing_bucket_fails_and_alerts(run_dag, catalog_pg, receiver):
-    run = run_dag("pg_backup_report", "2026-11-25T09:00:00+09:00", env={"PGBACKUP_BUCKET": "glimpse-no-such-bucket"})
+def test_report_with_a_missing_bucket_fails_and_alerts(run_observe, catalog_pg, receiver):
+    run = run_observe("pg_backup_report", "2026-11-25T09:00:00+09:00", env={"PGBACKUP_BUCKET": "glimpse-no-such-bucket"})
     assert run.failed, run.output[-4000:]
     cause = "S3 bucket 'glimpse-no-such-bucket' does not exist"
     slack = json_posts(receiver, "/slack")
@@ -236,47 +212,3 @@ def test_report_with_a_missing_bucket_fails_and_alerts(run_dag, catalog_pg, rece
     assert len(pd) == 1 and pd[0]["dedup_key"] == f"pg_backup_report/{run.run_id}"
     assert cause in pd[0]["payload"]["summary"]
     assert run.task_states == {"post_report": "failed", "run_outcome": "failed"}
-
-
-# --- alert decisions (no Airflow run) --------------------------------------------------------------
-
-
-def finding(key: str, ok: bool, severity: str, message: str = "m") -> Finding:
-    check, target = key.split("/")[1:3]
-    return Finding(check, target, ok, severity, message, key)
-
-
-def test_plan_pages_every_failing_run_and_resolves_only_a_failing_key():
-    page_failing = finding(AGE_KEY, False, "page")
-    assert [s.send for s in plan_alerts([page_failing], {})] == ["pagerduty_trigger"]
-    assert [s.send for s in plan_alerts([page_failing], {AGE_KEY: {"failing": True}})] == ["pagerduty_trigger"]
-    page_ok = finding(AGE_KEY, True, "page")
-    assert [s.send for s in plan_alerts([page_ok], {AGE_KEY: {"failing": True}})] == ["pagerduty_resolve"]
-    assert [s.send for s in plan_alerts([page_ok], {AGE_KEY: {"failing": False}})] == [None]
-    assert [s.send for s in plan_alerts([page_ok], {})] == [None]  # never failed: no resolve of nothing
-
-
-def test_plan_posts_warnings_on_state_changes_only():
-    warn_failing, warn_ok = finding(SIZE_KEY, False, "warn", "a <b> & c"), finding(SIZE_KEY, True, "warn", "fine")
-    [step] = plan_alerts([warn_failing], {})
-    assert (step.send, step.failing, step.text) == ("slack", True, ":warning: *PostgreSQL backups*: a &lt;b&gt; &amp; c")
-    assert [s.send for s in plan_alerts([warn_failing], {SIZE_KEY: {"failing": True}})] == [None]
-    [step] = plan_alerts([warn_ok], {SIZE_KEY: {"failing": True}})
-    assert (step.send, step.failing, step.text) == ("slack", False, ":white_check_mark: cleared: fine")
-    assert [s.send for s in plan_alerts([warn_ok], {})] == [None]
-
-
-def test_plan_clears_and_forgets_keys_no_check_produces_any_more():
-    gone_page = "pg_backup_monitor/last_daily_backup_age/old"
-    gone_warn = "pg_backup_monitor/local_free_space//old/root"
-    gone_ok = "pg_backup_monitor/upload_missing/old"
-    state = {gone_page: {"failing": True, "severity": "page", "message": "stale"},
-             gone_warn: {"failing": True, "severity": "warn", "message": "disk full"},
-             gone_ok: {"failing": False, "severity": "warn", "message": "fine"}}
-    steps = {s.dedup_key: s for s in plan_alerts([], state)}
-    assert (steps[gone_page].send, steps[gone_page].forget) == ("pagerduty_resolve", True)
-    assert steps[gone_page].text == f"cleared: {gone_page} is no longer checked (its target or local_root left the " \
-                                    "configuration)"
-    assert (steps[gone_warn].send, steps[gone_warn].forget) == ("slack", True)
-    assert steps[gone_warn].text.endswith("; it last said: disk full")
-    assert (steps[gone_ok].send, steps[gone_ok].forget) == (None, True)

@@ -8,13 +8,12 @@ import datetime as dt
 import json
 import os
 
-import devstack
 import psycopg
 import pytest
 from pg_dataops.backup import steps as backup
 from pg_dataops.common.config import load_config
 
-from .conftest import DagRunOutput, json_posts
+from .conftest import json_posts
 
 pytestmark = pytest.mark.dagrun
 MOMENT = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.UTC)  # 25 Nov 02:00 in Seoul
@@ -34,19 +33,9 @@ def seeded(cluster, s3, bucket, tmp_path):
     return doc
 
 
-def run_drill(airflow_home, cluster, s3, bucket, receiver, tmp_path):
-    receiver.clear()
+def run_drill(run_dag, cluster, bucket, tmp_path):
     cluster.psql("-c", "DROP TABLE IF EXISTS restore_drills CASCADE", dbname="catalog")
-    env = devstack.airflow_env(airflow_home, conns={
-        "glimpse_db": cluster.airflow_conn("glimpse"), "backup_s3": s3.airflow_conn(),
-        "slack_backup": receiver.slack_conn(), "pagerduty_backup": receiver.pagerduty_conn(),
-        "backup_catalog": cluster.airflow_conn("catalog"),
-    }, extra={"PGBACKUP_BUCKET": bucket, "PGBACKUP_LOCAL_ROOT": str(tmp_path / "drill_root"),
-              "PGBACKUP_RETRIES": "0", "PGBACKUP_CATALOG_CONN_ID": "backup_catalog"})
-    proc = devstack.dags_test(env, "pg_restore_drill", "2026-11-29T05:00:00+09:00")
-    run = DagRunOutput(proc)
-    (tmp_path / "drill.log").write_text(run.output)
-    return run
+    return run_dag("pg_restore_drill", "2026-11-29T05:00:00+09:00", bucket=bucket, local_root=tmp_path / "drill_root")
 
 
 def drills(cluster):
@@ -61,9 +50,9 @@ def scratch_databases(cluster):
         return [r[0] for r in pg.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pgdataops_%'")]
 
 
-def test_drill_restores_the_newest_backup_and_measures_rto(airflow_home, cluster, s3, bucket, receiver, tmp_path,
+def test_drill_restores_the_newest_backup_and_measures_rto(run_dag, cluster, s3, bucket, receiver, tmp_path,
                                                            seeded):
-    run = run_drill(airflow_home, cluster, s3, bucket, receiver, tmp_path)
+    run = run_drill(run_dag, cluster, bucket, tmp_path)
     assert run.state == "success", run.output[-3000:]
     steps = ("find_latest", "download", "create_drill_db", "restore", "drop_drill_db", "record_drill")
     assert run.task_states == {**{f"drill_target.{s}[0]": "success" for s in steps}, "run_outcome": "skipped"}
@@ -116,11 +105,11 @@ def newer_major(s3, bucket):
     ],
     ids=["flipped-byte", "missing-sha256", "manifest-does-not-parse", "newer-major"],
 )
-def test_bad_backups_are_detected_and_reported(airflow_home, cluster, s3, bucket, receiver, tmp_path, seeded,
+def test_bad_backups_are_detected_and_reported(run_dag, cluster, s3, bucket, receiver, tmp_path, seeded,
                                                damage, task, cause):
     damage(s3, bucket)
     before = sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"])
-    run = run_drill(airflow_home, cluster, s3, bucket, receiver, tmp_path)
+    run = run_drill(run_dag, cluster, bucket, tmp_path)
     # Red, although record_drill (ALL_DONE) and the teardown succeeded: run_outcome saw the failure.
     assert run.state == "failed", run.output[-3000:]
     states = run.task_states

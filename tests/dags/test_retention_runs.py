@@ -13,7 +13,6 @@ import re
 import sqlite3
 from pathlib import Path
 
-import devstack
 import pytest
 from faultproxy import S3Proxy
 
@@ -48,16 +47,10 @@ def last_xcom(airflow_home: Path) -> dict | None:
 
 
 @pytest.fixture
-def run_retention(airflow_home, s3, receiver, tmp_path):
+def run_retention(run_dag, s3):
     def run(*, bucket: str, local_root: Path, conf: dict | None = None, s3_endpoint: str | None = None) -> BackupRun:
-        receiver.clear()
-        conns = {"backup_s3": s3.airflow_conn(s3_endpoint), "slack_backup": receiver.slack_conn(),
-                 "pagerduty_backup": receiver.pagerduty_conn()}
-        extra = {"PGBACKUP_LOCAL_ROOT": str(local_root), "PGBACKUP_BUCKET": bucket, "PGBACKUP_RETRIES": "0"}
-        proc = devstack.dags_test(devstack.airflow_env(airflow_home, conns=conns, extra=extra), DAG_ID, None, conf)
-        with open(tmp_path / "dags_test.log", "a") as log:
-            log.write(proc.stdout + "\n" + proc.stderr + "\n")
-        return BackupRun(proc=proc, local_root=local_root, bucket=bucket)
+        return run_dag(DAG_ID, bucket=bucket, local_root=local_root, conf=conf,
+                       conns={"backup_s3": s3.airflow_conn(s3_endpoint)})
 
     return run
 

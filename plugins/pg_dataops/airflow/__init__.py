@@ -1,1 +1,2 @@
-"""Airflow glue shared by the capabilities: base operator, connections, notifiers, run state."""
+"""Airflow glue shared by the capabilities: the base operator and connections (base), the DAG defaults
+(dag_defaults), failure alerts (notifiers), the run-outcome task (runstate)."""

@@ -143,6 +143,17 @@ class StepOperator(BaseOperator):
     # What the step is waiting for, in words, for the message when its execution_timeout hits.
     waiting_for: str | None = None
 
+    def __init__(self, **kwargs):
+        """Keyword arguments named in ``template_fields`` become attributes: a field with a class
+        attribute of the same name has that default, any other one is required."""
+        fields = {name: kwargs.pop(name) for name in self.template_fields if name in kwargs}
+        missing = [name for name in self.template_fields if name not in fields and not hasattr(type(self), name)]
+        if missing:
+            raise TypeError(f"{type(self).__name__}: missing keyword argument(s) {', '.join(map(repr, missing))}")
+        super().__init__(**kwargs)
+        for name, value in fields.items():
+            setattr(self, name, value)
+
     def execute(self, context: Context) -> Any:
         try:
             cfg = load_config()

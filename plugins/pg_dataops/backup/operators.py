@@ -35,23 +35,7 @@ if TYPE_CHECKING:
 # imported inside the methods that use them, to keep parsing fast.
 
 
-class FieldsStepOperator(StepOperator):
-    """A step whose keyword arguments named in ``template_fields`` become its attributes.
-
-    A field with a class attribute of the same name has that default; any other one is required.
-    """
-
-    def __init__(self, **kwargs):
-        fields = {name: kwargs.pop(name) for name in self.template_fields if name in kwargs}
-        missing = [name for name in self.template_fields if name not in fields and not hasattr(type(self), name)]
-        if missing:
-            raise TypeError(f"{type(self).__name__}: missing keyword argument(s) {', '.join(map(repr, missing))}")
-        super().__init__(**kwargs)
-        for name, value in fields.items():
-            setattr(self, name, value)
-
-
-class PgDumpOperator(FieldsStepOperator):
+class PgDumpOperator(StepOperator):
     """pg_dump of one target into the local backup tree, hashed while written."""
 
     template_fields: Sequence[str] = ("target", "tier")
@@ -72,7 +56,7 @@ class PgDumpOperator(FieldsStepOperator):
         return result
 
 
-class WriteChecksumOperator(FieldsStepOperator):
+class WriteChecksumOperator(StepOperator):
     """Writes the .sha256 sidecar (sha256sum -c format) from the digest taken while dumping."""
 
     template_fields: Sequence[str] = ("dump",)
@@ -83,7 +67,7 @@ class WriteChecksumOperator(FieldsStepOperator):
         return steps.checksum_step(self.dump)
 
 
-class UploadBackupOperator(FieldsStepOperator):
+class UploadBackupOperator(StepOperator):
     """Uploads the dump and its .sha256 to S3 (no overwrite), then proves size and checksum."""
 
     template_fields: Sequence[str] = ("dump", "checksum")
@@ -96,7 +80,7 @@ class UploadBackupOperator(FieldsStepOperator):
         return result
 
 
-class WriteManifestOperator(FieldsStepOperator):
+class WriteManifestOperator(StepOperator):
     """Writes the self-describing .json manifest locally and beside the dump in S3.
 
     Runs once the upload is done whatever the verification said (trigger rule ALL_DONE), so every
@@ -124,7 +108,7 @@ class WriteManifestOperator(FieldsStepOperator):
                                    ti.run_id)
 
 
-class CreateScratchDatabaseOperator(FieldsStepOperator):
+class CreateScratchDatabaseOperator(StepOperator):
     """Setup: an empty, uniquely named database for a restore test on the restore-test server."""
 
     template_fields: Sequence[str] = ("target", "kind")
@@ -142,7 +126,7 @@ class CreateScratchDatabaseOperator(FieldsStepOperator):
         return {"conn_id": conn_id, "database": db, "target": target.name}
 
 
-class DropScratchDatabaseOperator(FieldsStepOperator):
+class DropScratchDatabaseOperator(StepOperator):
     """Teardown: drops the scratch database, also when the restore or the checks failed."""
 
     template_fields: Sequence[str] = ("scratch",)
@@ -155,7 +139,7 @@ class DropScratchDatabaseOperator(FieldsStepOperator):
         return {"dropped": self.scratch["database"]}
 
 
-class VerifyBackupOperator(FieldsStepOperator):
+class VerifyBackupOperator(StepOperator):
     """Restores the backup just made into the scratch database and checks it against its snapshot.
 
     A failure of the restore-test server (not of the dump) is retried; its verdict goes into the
@@ -187,7 +171,7 @@ class VerifyBackupOperator(FieldsStepOperator):
         return result
 
 
-class RecordBackupOperator(FieldsStepOperator):
+class RecordBackupOperator(StepOperator):
     """Writes the run's backup_logs row, SUCCESS or FAILED with the failing step's error.
 
     Runs whatever happened upstream (trigger rule ALL_DONE), so failures are in the catalog too.

@@ -24,10 +24,6 @@ class FindLatestBackupOperator(StepOperator):
 
     template_fields: Sequence[str] = ("target",)
 
-    def __init__(self, *, target: str, **kwargs):
-        super().__init__(**kwargs)
-        self.target = target
-
     def run_step(self, cfg: Config, context: Context) -> dict:
         from pg_dataops.drill import fetch  # lazy: see the note at the top
 
@@ -41,10 +37,6 @@ class DownloadBackupOperator(StepOperator):
     """Downloads it from S3 while hashing; it must match its .sha256 and its manifest."""
 
     template_fields: Sequence[str] = ("latest",)
-
-    def __init__(self, *, latest: Any, **kwargs):
-        super().__init__(**kwargs)
-        self.latest = latest
 
     def run_step(self, cfg: Config, context: Context) -> dict:
         from pg_dataops.drill import fetch  # lazy: see the note at the top
@@ -62,12 +54,6 @@ class RestoreDrillOperator(StepOperator):
     """Restores with parallel jobs into the scratch database and runs the same checks as pg_backup."""
 
     template_fields: Sequence[str] = ("latest", "download", "scratch")
-
-    def __init__(self, *, latest: Any, download: Any, scratch: Any, **kwargs):
-        super().__init__(**kwargs)
-        self.latest = latest
-        self.download = download
-        self.scratch = scratch
 
     def run_step(self, cfg: Config, context: Context) -> dict:
         from pg_dataops.backup import verify  # lazy: see the note at the top
@@ -97,13 +83,9 @@ class RecordDrillOperator(StepOperator):
 
     template_fields: Sequence[str] = ("target", "latest", "download", "restore")
 
-    def __init__(self, *, target: str, latest: Any, download: Any, restore: Any, steps: Sequence[Any], **kwargs):
+    def __init__(self, *, steps: Sequence[Any], **kwargs):
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         super().__init__(**kwargs)
-        self.target = target
-        self.latest = latest
-        self.download = download
-        self.restore = restore
         self.step_ids = list(task_ids(**{f"steps[{i}]": step for i, step in enumerate(steps)}).values())
 
     def run_step(self, cfg: Config, context: Context) -> dict:

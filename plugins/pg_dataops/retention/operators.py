@@ -33,14 +33,12 @@ class ApplyRetentionOperator(StepOperator):
     """
 
     template_fields: Sequence[str] = ("dry_run", "max_delete_fraction", "targets")
+    max_delete_fraction: Any = None
+    targets: Any = None
     ui_color = "#f8e8d8"
 
-    def __init__(self, *, dry_run: Any, max_delete_fraction: Any = None, targets: Any = None, notify: bool = True,
-                 **kwargs):
+    def __init__(self, *, notify: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.dry_run = dry_run
-        self.max_delete_fraction = max_delete_fraction
-        self.targets = targets
         self.notify = notify
 
     def run_step(self, cfg: Config, context: Context) -> dict:

@@ -25,6 +25,17 @@ def scratch(cluster):
     return name
 
 
+def verify_in_scratch(cluster, dump, counts: dict, **kwargs):
+    """verify_backup of ``dump`` against ``counts`` in a scratch database, dropped afterwards."""
+    name = scratch(cluster)
+    try:
+        return verify.verify_backup(cluster.conn(), name, dump.path, fmt="custom", expected_counts=counts,
+                                    backup_server_version_num=kwargs.pop("backup_server_version_num", 150000),
+                                    **kwargs)
+    finally:
+        verify.drop_database(cluster.conn(), name)
+
+
 def databases(cluster):
     with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
                          dbname="postgres") as pg:
@@ -51,12 +62,7 @@ def test_count_mismatch_is_reported(cluster, glimpse_dump):
     counts = dict(glimpse_dump.table_counts)
     counts["public.users"] += 1
     counts["public.ghost"] = 3
-    name = scratch(cluster)
-    try:
-        res = verify.verify_backup(cluster.conn(), name, glimpse_dump.path, fmt="custom", expected_counts=counts,
-                                   backup_server_version_num=150000)
-    finally:
-        verify.drop_database(cluster.conn(), name)
+    res = verify_in_scratch(cluster, glimpse_dump, counts)
     assert not res.verified
     n = glimpse_dump.table_counts["public.users"]
     assert f"table public.users: {n} rows restored, {n + 1} in the dump's snapshot" in res.mismatches
@@ -112,12 +118,8 @@ def test_other_formats_verify(cluster, tmp_path, fmt):
 def test_checks_name_what_ran_and_compare_users_for_real(cluster, glimpse_dump):
     counts = dict(glimpse_dump.table_counts)
     n = counts["public.users"]
-    name = scratch(cluster)
-    try:
-        res = verify.verify_backup(cluster.conn(), name, glimpse_dump.path, fmt="custom", expected_counts=counts,
-                                   backup_server_version_num=glimpse_dump.server_version_num, jobs=2)
-    finally:
-        verify.drop_database(cluster.conn(), name)
+    res = verify_in_scratch(cluster, glimpse_dump, counts, backup_server_version_num=glimpse_dump.server_version_num,
+                            jobs=2)
     assert res.verified, res.mismatches
     assert res.users == n  # counted in the restore, not copied from the manifest
     assert f"required table public.users: {n:,} rows restored vs {n:,} in the dump's snapshot" in res.checks
@@ -133,12 +135,7 @@ def test_users_count_is_compared(cluster, glimpse_dump):
     # The dump's snapshot says one user fewer than the restore holds: the users line is a real comparison.
     counts = dict(glimpse_dump.table_counts)
     counts["public.users"] -= 1
-    name = scratch(cluster)
-    try:
-        res = verify.verify_backup(cluster.conn(), name, glimpse_dump.path, fmt="custom", expected_counts=counts,
-                                   backup_server_version_num=150000)
-    finally:
-        verify.drop_database(cluster.conn(), name)
+    res = verify_in_scratch(cluster, glimpse_dump, counts)
     n = glimpse_dump.table_counts["public.users"]
     assert not res.verified
     assert res.mismatches == [f"table public.users: {n} rows restored, {n - 1} in the dump's snapshot"]
