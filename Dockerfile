@@ -16,7 +16,7 @@ USER root
 # /usr/bin/pg_* wrappers (postgresql-common's pg_wrapper) pick the NEWEST installed major
 # version, so call /usr/lib/postgresql/15/bin/<tool> when the exact client version matters.
 RUN apt-get update \
-  && apt-get install -y --no-install-recommends postgresql-client-15 \
+  && apt-get install -y --no-install-recommends postgresql-client-15 age \
   && apt-get autoremove -yqq --purge \
   && apt-get clean \
   && rm -rf /var/lib/apt/lists/*

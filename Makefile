@@ -10,12 +10,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: deps demo test test-unit bench airflow-ui lint clean
 
-deps: $(STAMP) $(PG_BIN)/initdb
+deps: $(STAMP) $(PG_BIN)/initdb /usr/bin/age
 
 # PostgreSQL 15 from Debian's packages, only when its binaries are missing.
 $(PG_BIN)/initdb:
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-$(PG_MAJOR) postgresql-client-$(PG_MAJOR)
+
+# age (client-side encryption of backups), only when missing.
+/usr/bin/age:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq age
 
 # The venv, from pinned requirements (transitive pins in constraints.txt).
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt

@@ -12,6 +12,12 @@ amcheck; the scratch database is dropped by a teardown) -> **manifest** (`.json`
 with the verdict) -> **record** (`backup_logs`, also for failures) -> **notify** (Slack).
 Then **retention** (GFS, the same task as DAG pg_backup_retention) once all targets are done.
 Any failed task alerts Slack and PagerDuty; a failed verification is a failed backup.
+
+With `encryption.recipients` (age public keys), the dump is encrypted as pg_dump writes it
+(`glimpse_daily_....dump.age`; the `.sha256` is of the encrypted object, the manifest records the
+recipients) and **verify** decrypts it with the identity in the connection `encryption.identity_conn_id`
+(a missing or wrong key fails the verification before any restore). Without recipients every run logs a
+warning that the backup is not client-side encrypted.
 """
 
 from __future__ import annotations

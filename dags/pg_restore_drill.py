@@ -9,6 +9,13 @@ dropped by a teardown; the same checks as pg_backup's verify) -> **record_drill*
 row with the measured RTO = download + restore + checks, next to the 4-hour objective; Slack report;
 fails, and so pages, when the RTO is exceeded; warns when its trend reaches the objective within
 90 days). Any failed task alerts Slack and PagerDuty.
+
+An encrypted backup (`.dump.age`, its manifest's `encryption`) needs the age identity in the
+connection `encryption.identity_conn_id` (`backup_age_identity`): **download** first proves that it
+opens one of the backup's recipients (a missing or wrong key fails there, naming the connection and
+the recipients, before any transfer); **restore** decrypts into the drill's folder (`age -d`; the
+time counts in `restore_seconds`, so in the RTO) and removes the plaintext afterwards, whatever
+happened; **record_drill** removes the download and any plaintext left.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ PostgreSQL 15 cluster, plus one of 1/8 that size, and times on each:
   shapes: the full Glimpse database (text-heavy) and a pgbench one (``pgbench -i -s N``: few wide
   tables, highly compressible) of about BENCH_PGBENCH_MB (default 0.64 x BENCH_SIZE_MB).
   BENCH_VERIFY_ONLY=1 runs only this part.
+- client-side encryption: the pipeline's dump step (no S3, so moto's noise stays out) encrypted with
+  ``age`` to a throwaway key pair against the same step unencrypted, on the full-size database;
+  target: encryption adds at most 5% to the dump step. BENCH_ENCRYPTION_ONLY=1 runs only this part
+  (on the full-size database alone).
 - the import time of each DAG file in a fresh interpreter, after ``import airflow.sdk`` (what the
   dag-processor pays per file on every parse; target 200 ms). BENCH_IMPORT_ONLY=1 runs only this part.
 
@@ -59,6 +63,8 @@ CLUSTER_SETTINGS = {
     "max_wal_size": "'4GB'",
     # fsync stays off (LocalCluster's default): it only speeds up the load; the timed dumps read.
 }
+AGE_HEADER = b"age-encryption.org/v1\n"
+ENCRYPTION_TARGET = 1.05  # encryption may add at most 5% to the dump step
 CALIBRATION_USERS = (1500, 6000)  # two loads give a line: fixed bytes + bytes per user
 SMALL_FRACTION = 8  # the second database is 1/8 of the full size
 MIN_USERS = 64  # glimpse_data.sql refuses fewer
@@ -301,11 +307,12 @@ def raw_pg_dump(cluster: devstack.LocalCluster, dbname: str, level: int, out_dir
 
 
 def pipeline_run(cluster: devstack.LocalCluster, s3: devstack.MotoS3, dbname: str, local_root: Path,
-                 moment: dt.datetime, *, upload: bool = True) -> dict:
+                 moment: dt.datetime, *, upload: bool = True, recipients: str | None = None) -> dict:
     """One dump + checksum + upload in a fresh child process; local files and S3 objects are removed.
 
     ``upload=False`` stops after the checksum step, with no S3 client at all: what the pipeline's
-    own work (pipe relay, hashing, row counts) costs, apart from any S3 endpoint.
+    own work (pipe relay, hashing, row counts) costs, apart from any S3 endpoint. ``recipients``
+    (comma-separated age public keys, "" for none) overrides the encryption setting of the environment.
     """
     conn = cluster.conn(dbname)
     spec = {
@@ -316,6 +323,8 @@ def pipeline_run(cluster: devstack.LocalCluster, s3: devstack.MotoS3, dbname: st
         "upload": upload,
     }
     env = {**os.environ, "PGBACKUP_LOCAL_ROOT": str(local_root)}
+    if recipients is not None:
+        env["PGBACKUP_ENCRYPTION_RECIPIENTS"] = recipients
     server = ServerCpu(cluster)
     server_before, bench_before, child_before, busy_before = server.seconds(), own_cpu(), children_cpu(), system_busy()
     started = time.monotonic()
@@ -364,8 +373,11 @@ def backup_child() -> None:
     t2 = time.monotonic()
     upload = steps.upload_step(client, cfg, dump, checksum) if client else {}
     t3, c3 = time.monotonic(), own_cpu()
+    with open(dump["path"], "rb") as stored:  # what reached the disk: an age file or pg_dump's own output
+        encrypted = stored.read(len(AGE_HEADER)) == AGE_HEADER
 
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU of pg_dump (and its --version probe)
+    # CPU of pg_dump (and its --version probe), and of age when encrypting: both are reaped children
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({
         "dump": t1 - t0,
         "checksum": t2 - t1,
@@ -380,6 +392,7 @@ def backup_child() -> None:
         "key": upload.get("key"),
         "verified": upload.get("checksum_verified"),
         "streamed": bool(dump.get("streamed")),
+        "encrypted": encrypted,
         "tables": len(dump["table_counts"]),
         "rows": sum(dump["table_counts"].values()),
         "python_cpu_dump": c1 - c0,
@@ -637,8 +650,9 @@ def report(ctx: dict) -> str:
         "- Cluster: throwaway PG 15 from initdb, shared_buffers 512MB, maintenance_work_mem 256MB, "
         "max_wal_size 4GB (fsync off; the dumps only read), data checksums on.",
         f"- Pipeline settings (load_config): format {ctx['cfg'].dump_format}, compression {level}, "
-        f"multipart part {ctx['cfg'].multipart_chunk_mb} MB, stream_upload {streamed}; S3 = moto server on "
-        f"127.0.0.1 (in the bench's own process).",
+        f"multipart part {ctx['cfg'].multipart_chunk_mb} MB, stream_upload {streamed}, client-side encryption "
+        + (f"on ({len(ctx['cfg'].encryption.recipients)} recipients)" if ctx["cfg"].encryption.enabled else "off")
+        + "; S3 = moto server on 127.0.0.1 (in the bench's own process).",
         f"- Data: Glimpse demo, BENCH_SIZE_MB={ctx['target_mb']}: calibrated at "
         f"{ctx['per_user'] / 1e3:.2f} kB/user + {ctx['fixed'] / MB:.1f} MB fixed; loads took "
         + ", ".join(f"{d['name']} {d['load']:.0f} s" for d in (full, small)) + ".",
@@ -773,6 +787,82 @@ def moments_from(first: dt.datetime):
 
 
 # ---------------------------------------------------------------------------------------------
+# Client-side encryption: the dump step with age against without
+# ---------------------------------------------------------------------------------------------
+
+def throwaway_recipient(work: Path) -> str:
+    """A fresh age key pair in the work dir (removed with it); the public key. Backups only need that."""
+    identity = work / "age-identity.txt"
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    return subprocess.run(["age-keygen", "-y", str(identity)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def bench_encryption(cluster, s3, dbname: str, runs: Runs, work: Path, moments) -> dict:
+    """The dump step (and checksum), no S3, unencrypted and encrypted, interleaved on the same database."""
+    if shutil.which("age") is None or shutil.which("age-keygen") is None:
+        raise RuntimeError("age is not installed: `make deps` installs Debian's package 'age'")
+    recipient = throwaway_recipient(work)
+    local_root = work / "pipeline"
+    log(f"{dbname}: dump step unencrypted vs encrypted (age, one recipient), no S3, interleaved")
+    samples = runs.interleaved(
+        plain=lambda: pipeline_run(cluster, s3, dbname, local_root, next(moments), upload=False, recipients=""),
+        encrypted=lambda: pipeline_run(cluster, s3, dbname, local_root, next(moments), upload=False,
+                                       recipients=recipient),
+    )
+    wrong = [name for name, want in (("plain", False), ("encrypted", True))
+             if any(r["encrypted"] != want for r in samples[name])]
+    if wrong:  # a comparison of two identical runs would claim a result it did not measure
+        raise RuntimeError(f"the {wrong[0]} dump runs did not write what they should (encrypted="
+                           f"{[r['encrypted'] for r in samples[wrong[0]]]}): does dump_step encrypt?")
+    return {"name": dbname, "db_size": database_size(cluster, dbname), **samples}
+
+
+def encryption_report(d: dict, quick: bool) -> str:
+    plain, enc = d["plain"], d["encrypted"]
+    ratio = med(enc, "dump") / med(plain, "dump")
+    lines = [
+        "",
+        "## Client-side encryption (age): the dump step encrypted vs unencrypted",
+        "",
+        f"`{d['name']}` ({d['db_size'] / MB:,.1f} MB): the pipeline's dump_step then checksum_step in a child "
+        "process with no S3 client, once with `PGBACKUP_ENCRYPTION_RECIPIENTS` empty and once with one throwaway "
+        "age recipient (pg_dump's output through `age`, then hashed and written; no plaintext on disk). "
+        + ("Single run each (BENCH_QUICK=1)." if quick else "Medians of 3 runs after 1 warm-up, interleaved."),
+        "",
+        "| run | dump step s | min-max s | dump + checksum s | stored MB | client tools CPU s (pg_dump, age) "
+        "| Python CPU s | server CPU s | child peak RSS MB | other workloads CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, runs in (("unencrypted", plain), ("encrypted (age)", enc)):
+        lines.append(
+            f"| {label} | {med(runs, 'dump'):.2f} | {min(r['dump'] for r in runs):.2f}-"
+            f"{max(r['dump'] for r in runs):.2f} | {med(runs, 'steps'):.2f} | {med(runs, 'size') / MB:,.1f} | "
+            f"{med(runs, 'pg_dump_cpu'):.2f} | {med(runs, 'python_cpu_dump'):.2f} | {med(runs, 'server_cpu'):.2f} | "
+            f"{max(r['peak_rss'] for r in runs) / MB:.1f} | {med(runs, 'foreign_cpu'):.2f} |")
+    disturbed = sum(r["disturbed"] for r in (*plain, *enc))
+    cpu = {label: med(runs, "pg_dump_cpu") + med(runs, "python_cpu_dump") + med(runs, "server_cpu")
+           for label, runs in (("plain", plain), ("enc", enc))}
+    lines += [
+        "",
+        f"Target: encryption adds at most {(ENCRYPTION_TARGET - 1) * 100:.0f}% to the dump step: "
+        f"**{'met' if ratio <= ENCRYPTION_TARGET else 'NOT met'}** (encrypted/unencrypted {ratio:.3f}, "
+        f"{(ratio - 1) * 100:+.1f}%; dump + checksum {med(enc, 'steps') / med(plain, 'steps'):.3f}). "
+        f"The stored object grows by {(med(enc, 'size') / med(plain, 'size') - 1) * 100:.2f}% (age's header and "
+        "a 16-byte tag per 64 KiB chunk).",
+        "",
+        f"CPU, which a busy host does not distort as much as wall time: age costs "
+        f"{med(enc, 'pg_dump_cpu') - med(plain, 'pg_dump_cpu'):.2f} CPU-s (client tools), the whole dump step "
+        f"{cpu['plain']:.2f} -> {cpu['enc']:.2f} CPU-s ({(cpu['enc'] / cpu['plain'] - 1) * 100:+.1f}%: pg_dump, our "
+        "Python, the server).",
+        *([f"**Warning:** {disturbed} of these runs shared the vCPUs with other workloads; their timings are "
+           "inflated."] if disturbed else []),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
 # DAG file import time
 # ---------------------------------------------------------------------------------------------
 
@@ -843,6 +933,10 @@ def main() -> int:
     quick = os.environ.get("BENCH_QUICK", "").strip() not in ("", "0")
     # only the restore-test part (skips timing the dumps; the databases are still built)
     verify_only = os.environ.get("BENCH_VERIFY_ONLY", "").strip() not in ("", "0")
+    # only the encryption part (the full-size database alone)
+    encryption_only = os.environ.get("BENCH_ENCRYPTION_ONLY", "").strip() not in ("", "0")
+    if verify_only and encryption_only:
+        raise SystemExit("BENCH_VERIFY_ONLY and BENCH_ENCRYPTION_ONLY exclude each other")
     cfg = load_config()
     level = cfg.dump_compression
     if cfg.dump_format != "custom":
@@ -863,46 +957,58 @@ def main() -> int:
         fixed, per_user = calibrate(cluster)
         full_users = users_for(target_mb * MB, fixed, per_user)
         small_users = users_for(target_mb * MB / SMALL_FRACTION, fixed, per_user)
-        log(f"calibration: {per_user / 1e3:.2f} kB/user + {fixed / MB:.1f} MB; loading {full_users:,} "
-            f"and {small_users:,} users")
         names = {"full": "glimpse_full", "small": "glimpse_small"}
-        loads = load_in_parallel(cluster, {names["full"]: full_users, names["small"]: small_users})
+        plan = {names["full"]: full_users} if encryption_only else {names["full"]: full_users,
+                                                                    names["small"]: small_users}
+        log(f"calibration: {per_user / 1e3:.2f} kB/user + {fixed / MB:.1f} MB; loading "
+            + " and ".join(f"{users:,}" for users in plan.values()) + " users")
+        loads = load_in_parallel(cluster, plan)
         pgbench_scale = max(1, round(env_int("BENCH_PGBENCH_MB", round(target_mb * 0.64)) / PGBENCH_MB_PER_SCALE))
-        log(f"loading pgbench -i -s {pgbench_scale}")
-        loads["pgbench_shape"] = load_pgbench(cluster, "pgbench_shape", pgbench_scale)
-        for db in (*names.values(), "pgbench_shape"):
+        if not encryption_only:
+            log(f"loading pgbench -i -s {pgbench_scale}")
+            loads["pgbench_shape"] = load_pgbench(cluster, "pgbench_shape", pgbench_scale)
+        for db in loads:
             settle(cluster, db)
         log("loaded: " + ", ".join(f"{db} {database_size(cluster, db) / MB:,.1f} MB in {t:.0f} s"
                                    for db, t in loads.items()))
 
         moments = moments_from(FIRST_MOMENT)
         sizes = {}
-        for label, users in () if verify_only else (("full", full_users), ("small", small_users)):
+        for label, users in () if verify_only or encryption_only else (("full", full_users), ("small", small_users)):
             db = names[label]
             sizes[label] = bench_database(cluster, s3, db, level, runs, work, moments, with_z9=(label == "full"))
             sizes[label].update(users=users, load=loads[db], db_size=database_size(cluster, db))
 
-        shapes = {
+        encryption = None if verify_only else bench_encryption(cluster, s3, names["full"], runs, work, moments)
+
+        shapes = {} if encryption_only else {
             "Glimpse demo (text-heavy)": bench_verify(cluster, names["full"], cfg, runs, work),
             f"pgbench -s {pgbench_scale} (few wide tables)": bench_verify(cluster, "pgbench_shape", cfg, runs, work),
         }
 
-        if verify_only:
-            text = (f"# Restore-test benchmark (BENCH_VERIFY_ONLY=1)\n\n- When: "
-                    f"{dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}.\n- Machine: {machine_facts()}.\n")
+        if verify_only or encryption_only:
+            only = "Restore-test benchmark (BENCH_VERIFY_ONLY=1)" if verify_only else \
+                "Encryption benchmark (BENCH_ENCRYPTION_ONLY=1)"
+            text = (f"# {only}\n\n- When: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}"
+                    + ("; single run each (BENCH_QUICK=1)" if quick else "")
+                    + f".\n- Machine: {machine_facts()}.\n")
         else:
             text = report({
                 "when": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
                 "machine": machine_facts(), "quick": quick, "level": level, "cfg": cfg, "target_mb": target_mb,
                 "fixed": fixed, "per_user": per_user, "sizes": sizes,
             })
-        text += verify_report(shapes, cfg, quick)
+        if encryption is not None:
+            text += encryption_report(encryption, quick)
+        if shapes:
+            text += verify_report(shapes, cfg, quick)
         text += imports
         text += f"\nTotal benchmark time {time.monotonic() - started:.0f} s.\n"
         RESULTS.write_text(text)
         # every sample, for figures the report does not show
+        measured = {**sizes, **shapes, **({"encryption": encryption} if encryption else {})}
         (BENCH_DIR / "samples.json").write_text(json.dumps({k: {n: v for n, v in d.items() if isinstance(v, list)}
-                                                            for k, d in {**sizes, **shapes}.items()}, indent=1))
+                                                            for k, d in measured.items()}, indent=1))
         print(text)
         log(f"wrote {RESULTS}")
         return 0

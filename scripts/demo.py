@@ -2,8 +2,10 @@
 
 Starts a throwaway PostgreSQL 15 cluster seeded with the Glimpse-like demo database, a local S3
 endpoint (moto server) with bucket glimpse-backups, and a local receiver standing in for Slack and
-PagerDuty; runs DAG pg_backup with `airflow dags test`; prints where the backup went, its size,
-SHA-256, duration and throughput; stops everything it started.
+PagerDuty; generates a throwaway age key pair (.demo/age/identity.txt) and runs DAG pg_backup
+encrypted to its public key, with `airflow dags test`; prints where the backup went, its size,
+SHA-256, duration and throughput, that it is encrypted and for whom, where the key is and the manual
+recovery with `age -d`; stops everything it started.
 
 `make airflow-ui` (this script with --ui) starts the same stack and then `airflow standalone`, so
 the DAGs can be triggered and watched in the real UI at http://localhost:8080.
@@ -28,10 +30,34 @@ import devstack  # noqa: E402
 
 WORK = REPO / ".demo"
 BUCKET = "glimpse-backups"
+AGE_DIR = WORK / "age"
+IDENTITY_CONN_ID = "backup_age_identity"  # encryption.identity_conn_id's default
+AGE_HEADER = b"age-encryption.org/v1\n"
 
 
 def say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
+
+
+def age_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SystemExit(f"[demo] {name} is not installed: `make deps` installs Debian's package 'age'")
+    return path
+
+
+def make_key_pair() -> tuple[Path, str, str]:
+    """A throwaway age key pair under .demo/age: (identity file, its text, its public key).
+
+    The demo's backup workers get only the public key (PGBACKUP_ENCRYPTION_RECIPIENTS); the identity goes
+    to the Airflow connection that the restore-side tasks (verify) read, as in production."""
+    AGE_DIR.mkdir(mode=0o700)
+    identity = AGE_DIR / "identity.txt"
+    subprocess.run([age_tool("age-keygen"), "-o", str(identity)], check=True, capture_output=True)
+    identity.chmod(0o600)  # age-keygen already writes 0600; a private key must never be wider
+    recipient = subprocess.run([age_tool("age-keygen"), "-y", str(identity)], check=True, capture_output=True,
+                               text=True).stdout.strip()
+    return identity, identity.read_text(), recipient
 
 
 def start_stack(users: int, started: list):
@@ -39,6 +65,8 @@ def start_stack(users: int, started: list):
     if WORK.exists():
         shutil.rmtree(WORK)
     WORK.mkdir()
+    identity, identity_text, recipient = make_key_pair()
+    say(f"throwaway age key pair: identity (private key) {identity.relative_to(REPO)}, recipient {recipient}")
     say(f"starting PostgreSQL 15 (initdb) and loading the Glimpse demo data ({users} users)...")
     # The cluster lives under /tmp: the postgres OS user may not be able to enter the checkout.
     cluster = devstack.LocalCluster().start()
@@ -62,8 +90,11 @@ def start_stack(users: int, started: list):
             "backup_s3": s3.airflow_conn(),
             "slack_backup": receiver.slack_conn(),
             "pagerduty_backup": receiver.pagerduty_conn(),
+            # The private key, for verify only; in production a secrets backend holds it.
+            IDENTITY_CONN_ID: json.dumps({"conn_type": "generic", "password": identity_text}),
         },
-        extra={"PGBACKUP_LOCAL_ROOT": str(WORK / "backups"), "PGBACKUP_RETRIES": "0"},
+        extra={"PGBACKUP_LOCAL_ROOT": str(WORK / "backups"), "PGBACKUP_RETRIES": "0",
+               "PGBACKUP_ENCRYPTION_RECIPIENTS": recipient},
     )
     (WORK / "airflow").mkdir()
     say("migrating a private Airflow metadata DB (SQLite)...")
@@ -71,7 +102,66 @@ def start_stack(users: int, started: list):
     return cluster, s3, receiver, env, size
 
 
-def summarize(s3, receiver, db_size: int, wall: float) -> None:
+def manual_recovery(file: str, identity: str, stored: str) -> str:
+    """The one line an operator runs without this project, for the artifact's format."""
+    decrypt = f"age -d -i {identity} {stored}"
+    if file.endswith(".dump.age"):
+        return f"{decrypt} | pg_restore --no-owner --dbname=<new database>"
+    if file.endswith(".tar.age"):
+        return f"mkdir dump && {decrypt} | tar -xf - -C dump && pg_restore --no-owner --jobs=4 --dbname=<new database> dump"
+    if file.endswith(".sql.gz.age"):
+        return f"{decrypt} | gunzip | psql -v ON_ERROR_STOP=1 --dbname=<new database>"
+    return f"{decrypt} | psql -v ON_ERROR_STOP=1 --dbname=<new database>"
+
+
+def stock_tools_read(local: Path, identity: Path) -> tuple[bool, str]:
+    """Proof the manual recovery works: stock ``age -d`` into ``pg_restore --file=/dev/null`` (custom format),
+    which reads the whole archive, every table's data included."""
+    age = subprocess.Popen([age_tool("age"), "-d", "-i", str(identity), str(local)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    restore = subprocess.run([str(devstack.PG_BIN / "pg_restore"), "--file=/dev/null"], stdin=age.stdout,
+                             capture_output=True, text=True)
+    age.stdout.close()
+    age_err = age.stderr.read().decode(errors="replace").strip()
+    age.stderr.close()
+    age_rc = age.wait()
+    if age_rc != 0 or restore.returncode != 0:
+        return False, (f"FAILED: age -d exited {age_rc} {age_err[-300:]}; pg_restore exited {restore.returncode} "
+                       f"{restore.stderr.strip()[-300:]}")
+    return True, "ok: age -d | pg_restore --file=/dev/null read the whole archive"
+
+
+def encryption_lines(doc: dict, local: Path, recipient: str) -> tuple[bool, list[str]]:
+    """What the summary says about client-side encryption (the manifest's record and the stored bytes), and
+    whether it is what the demo set up: encrypted, and readable with the stock tools."""
+    identity = AGE_DIR / "identity.txt"
+    with open(local, "rb") as f:
+        head = f.read(len(AGE_HEADER))
+    enc = doc.get("encryption") if isinstance(doc.get("encryption"), dict) else {}
+    if head != AGE_HEADER:
+        return False, [" encryption         NOT client-side encrypted: the stored object is plaintext "
+                       f"(starts with {head[:5]!r}); only S3 SSE protects it"]
+    recipients = enc.get("recipients") or []
+    lines = [
+        f" encryption         client-side, {enc.get('format', 'age')} (X25519), for "
+        + (", ".join(map(str, recipients)) if recipients else f"{recipient} (not recorded in the manifest!)")
+        + (" (the demo's throwaway key)" if recipients == [recipient] else ""),
+        "   stored object    starts with the age header, not pg_dump's PGDMP: what is on disk and in S3 is "
+        "ciphertext",
+        f"   identity         {identity} (mode {identity.stat().st_mode & 0o777:o}), also in Airflow connection "
+        f"{IDENTITY_CONN_ID} (read by verify only)",
+        f" manual recovery    {manual_recovery(doc['file'], str(identity), str(local))}",
+    ]
+    ok = recipients == [recipient]
+    if doc["file"].endswith(".dump.age"):
+        readable, text = stock_tools_read(local, identity)
+        lines.append(f"   checked now      {text}")
+        ok = ok and readable
+    return ok, lines
+
+
+def summarize(s3, receiver, db_size: int, wall: float, recipient: str) -> bool:
+    """Prints the summary; whether the backup is encrypted as set up and opens with the stock tools."""
     client = s3.client()
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
     manifests = [k for k in keys if k.endswith(".json")]
@@ -94,11 +184,16 @@ def summarize(s3, receiver, db_size: int, wall: float) -> None:
     print(f" size               {doc['size']:,} bytes ({doc['size'] / 1e6:.1f} MB) from a {db_size / 1e6:.1f} MB database")
     print(f" SHA-256            {doc['checksum']}  ({check.stdout.strip() or check.stderr.strip()})")
     print(f" S3 proof           {doc['s3']['checksum_verified']}")
+    encrypted_ok, lines = encryption_lines(doc, local, recipient)
+    for line in lines:
+        print(line)
     v = doc.get("verification") or {}
     print(f" verified           {doc['verified']}: restored in {v.get('restore_seconds', 0):.2f} s into a scratch "
           f"database, {v.get('tables_found', 0)} tables / {v.get('rows_checked', 0):,} rows match, "
           f"amcheck {v.get('amcheck', 'n/a')}")
-    print(f" dump duration      {dur:.2f} s  (pg_dump -Fc -Z{doc['compression']['level']}, hashed in the same pass)")
+    through = " | age" if doc.get("encryption") else ""
+    print(f" dump duration      {dur:.2f} s  (pg_dump -Fc -Z{doc['compression']['level']}{through}, hashed in the "
+          "same pass)")
     print(f" throughput         {db_size / 1e6 / dur:.1f} MB/s of database, {doc['size'] / 1e6 / dur:.1f} MB/s written")
     print(f" rows               {sum(doc['table_counts'].values()):,} in {len(doc['table_counts'])} tables "
           "(counted in the dump's snapshot)")
@@ -107,6 +202,7 @@ def summarize(s3, receiver, db_size: int, wall: float) -> None:
     if slack:
         print(" Slack message      " + slack[-1]["json"]["text"].splitlines()[0])
     print("=" * 78)
+    return encrypted_ok
 
 
 def stop_all(started: list) -> None:
@@ -130,8 +226,11 @@ def run_demo(users: int) -> int:
             print(out[-5000:])
             say(f"pg_backup FAILED (run state {state}); full log in .demo/dags_test.log")
             return 1
-        summarize(s3, receiver, size, wall)
+        encrypted_ok = summarize(s3, receiver, size, wall, env["PGBACKUP_ENCRYPTION_RECIPIENTS"])
         say("full Airflow log: .demo/dags_test.log; local backups stay in .demo/backups")
+        if not encrypted_ok:
+            say("the backup is not encrypted for the demo's key, or stock `age -d` could not read it (see above)")
+            return 1
         return 0
     finally:
         stop_all(started)

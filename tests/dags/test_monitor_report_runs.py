@@ -25,6 +25,8 @@ from .conftest import json_posts
 MiB = 1024 * 1024
 AGE_KEY = "pg_backup_monitor/last_daily_backup_age/glimpse"
 SIZE_KEY = "pg_backup_monitor/backup_size_deviation/glimpse"
+ENC_KEY = "pg_backup_monitor/not_encrypted/glimpse"
+RECIPIENTS = ("age1" + "q" * 58, "age1" + "p" * 58)  # well-formed public keys: the config only lists them
 
 
 @pytest.fixture
@@ -135,6 +137,33 @@ def test_size_deviation_posts_to_slack_once_and_once_when_cleared(run_observe, c
 
 
 @pytest.mark.dagrun
+def test_an_unencrypted_backup_warns_once_and_clears_when_an_encrypted_one_succeeds(run_observe, catalog_pg,
+                                                                                    receiver):
+    add_backup(catalog_pg, utcnow() - dt.timedelta(hours=2), encrypted=False)
+
+    run = run_observe("pg_backup_monitor", "2026-11-25T10:00:00+09:00")
+    assert run.succeeded, run.output[-4000:]
+    assert json_posts(receiver, "/pagerduty") == []
+    slack = [p["text"] for p in json_posts(receiver, "/slack")]
+    assert len(slack) == 1, slack
+    assert re.fullmatch(r":warning: \*PostgreSQL backups\*: the newest backup of glimpse \(daily, "
+                        r"\d{4}-\d\d-\d\d \d\d:\d\d KST\) is not client-side encrypted "
+                        r"\(encryption\.recipients is empty\)", slack[0]), slack[0]
+    assert alert_state(catalog_pg)[ENC_KEY]["failing"] is True
+
+    add_backup(catalog_pg, utcnow() - dt.timedelta(hours=1), encrypted=True)
+    run = run_observe("pg_backup_monitor", "2026-11-25T11:00:00+09:00",
+                      env={"PGBACKUP_ENCRYPTION_RECIPIENTS": RECIPIENTS[0]})
+    assert run.succeeded, run.output[-4000:]
+    slack = [p["text"] for p in json_posts(receiver, "/slack")]
+    assert len(slack) == 1 and re.fullmatch(
+        r":white_check_mark: cleared: the newest backup of glimpse \(daily, \d{4}-\d\d-\d\d \d\d:\d\d KST\) "
+        r"is client-side encrypted \(age\)", slack[0]), slack
+    assert json_posts(receiver, "/pagerduty") == []
+    assert alert_state(catalog_pg)[ENC_KEY]["failing"] is False
+
+
+@pytest.mark.dagrun
 def test_undelivered_warning_is_sent_by_the_next_run(run_observe, catalog_pg, receiver):
     now = utcnow()
     for days in (4, 3, 2):
@@ -176,7 +205,8 @@ def test_report_posts_tiers_trend_and_s3_storage(run_observe, catalog_pg, receiv
                       ("other/daily/d.dump", 70_000)):
         c.put_object(Bucket=bucket, Key=key, Body=b"x" * size)
 
-    run = run_observe("pg_backup_report", "2026-11-25T09:00:00+09:00")
+    run = run_observe("pg_backup_report", "2026-11-25T09:00:00+09:00",
+                      env={"PGBACKUP_ENCRYPTION_RECIPIENTS": ",".join(RECIPIENTS)})
     assert run.succeeded, run.output[-4000:]
     assert json_posts(receiver, "/pagerduty") == []
     slack = json_posts(receiver, "/slack")
@@ -191,7 +221,8 @@ def test_report_posts_tiers_trend_and_s3_storage(run_observe, catalog_pg, receiv
     # Storage per tier: only {prefix}/{tier}/ counts.
     assert "*Storage (S3)*: daily 2.9 KiB in 2 objects · weekly 4.0 KiB in 1 object · monthly 0 B in 0 objects " \
            "· total 6.9 KiB" in lines
-    assert "*Overdue*: nothing (all 5 checks pass)" in lines
+    assert "*Overdue*: nothing (all 6 checks pass)" in lines
+    assert "*Encryption*: age, 2 recipients: 2 of 2 successful backups client-side encrypted" in lines
     # The sparkline lines of the 30-day trend.
     daily = next(line for line in lines if line.startswith("glimpse daily "))
     assert re.search(r"size +▁▂▃▄▅▆▇█ *100\.0 MiB–107\.0 MiB +duration +▁▂▃▄▅▆▇█ *1 min–1 min 7 s$", daily), daily

@@ -13,28 +13,14 @@ import subprocess
 import psycopg
 import pytest
 from pg_dataops.backup import manifest as manifest_mod
-from psycopg import sql
+
+from tests.support.pg import PG_BIN, table_digests
 
 from .conftest import catalog_rows, files_under, json_posts
 
 pytestmark = pytest.mark.dagrun
-PG_BIN = "/usr/lib/postgresql/15/bin"
 
 
-def table_digests(cluster, dbname: str) -> dict[str, tuple[int, str]]:
-    """Row count and md5 over every row's text, for every ordinary table outside system schemas."""
-    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
-                         dbname=dbname) as pg:
-        tables = pg.execute(
-            "SELECT schemaname, tablename FROM pg_tables "
-            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
-        ).fetchall()
-        out = {}
-        for schema, table in tables:
-            q = sql.SQL("SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') "
-                        "FROM {}.{} t").format(sql.Identifier(schema), sql.Identifier(table))
-            out[f"{schema}.{table}"] = tuple(pg.execute(q).fetchone())
-        return out
 
 
 def test_backup_uploads_proves_records_and_restores_row_for_row(run_pg_backup, cluster, s3, bucket, receiver,

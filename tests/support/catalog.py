@@ -23,16 +23,21 @@ PREFIX = "database"
 def add_backup(pg: psycopg.Connection, when: dt.datetime, *, tier: str = "daily", status: str = "SUCCESS",
                target: str = "glimpse", size: int | None = 100 * MiB, duration: float | None = 60,
                uploaded: bool | None = None, verified: bool | None = None, error: str | None = None,
-               step: str | None = None, run_id: str | None = None, **overrides: Any) -> int:
+               step: str | None = None, run_id: str | None = None, encrypted: bool | None = None,
+               **overrides: Any) -> int:
     """One backup_logs row at ``when``; returns its id.
 
     ``size`` and ``duration`` apply to a SUCCESS row only; ``uploaded`` and ``verified`` default to whether
-    it succeeded; ``run_id`` defaults to one per tier and moment. ``overrides`` set any other column.
+    it succeeded; ``encrypted`` (client-side, age: a ``.dump.age`` file) too, as pg_backup with recipients
+    writes it; a FAILED row leaves it NULL. ``run_id`` defaults to one per tier and moment. ``overrides``
+    set any other column.
     """
     ok = status == "SUCCESS"
     uploaded = ok if uploaded is None else uploaded
     verified = ok if verified is None else verified
-    file_name = f"{target}_{tier}_{when:%Y%m%d_%H%M%S}.dump" if ok else None
+    encrypted = (True if ok else None) if encrypted is None else encrypted
+    suffix = ".dump.age" if encrypted else ".dump"
+    file_name = f"{target}_{tier}_{when:%Y%m%d_%H%M%S}{suffix}" if ok else None
     row = {
         "backup_date": when, "backup_type": tier, "target": target, "database_name": target,
         "file_name": file_name, "file_size_bytes": size if ok else None,
@@ -41,9 +46,9 @@ def add_backup(pg: psycopg.Connection, when: dt.datetime, *, tier: str = "daily"
         "s3_bucket": BUCKET, "s3_key": f"{PREFIX}/{tier}/{file_name}" if file_name and uploaded else None,
         "s3_uploaded": uploaded, "verified": verified,
         "verified_at": when + dt.timedelta(minutes=3) if verified else None,
-        "dag_id": "pg_backup", "run_id": run_id or f"seed__{tier}__{when.isoformat()}",
+        "dag_id": "pg_backup", "run_id": run_id or f"seed__{tier}__{when.isoformat()}", "encrypted": encrypted,
     }
-    unknown = set(overrides) - set(backup_logs.COLUMNS)
+    unknown = set(overrides) - set(backup_logs.COLUMNS) - set(backup_logs.OPTIONAL_COLUMNS)
     if unknown:
         raise ValueError(f"not backup_logs columns: {', '.join(sorted(unknown))}")
     return backup_logs.record(pg, row | overrides)

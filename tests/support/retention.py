@@ -27,6 +27,8 @@ PREFIX = "database"
 BUCKET = "glimpse-backups"
 SKEW = dt.timedelta(minutes=60)
 SUFFIXES = ("", ".sha256", ".json")
+# A well-formed age recipient for the manifests of synthetic encrypted backups (nothing is encrypted to it).
+RECIPIENT = "age1" + "q" * 58
 NOT_BACKUPS = (f"{PREFIX}/wal/000000010000000000000001", f"{PREFIX}/daily/README.txt")
 
 
@@ -58,18 +60,29 @@ class Spec:
             "timestamp": self.snapshot.isoformat().replace("+00:00", "Z"),
             "type": self.tier,
             "file": self.file,
-            "size": 6,
+            "size": len(self.data_body),
             "checksum": "0" * 64,
             "db_version": "PostgreSQL 15.19 on x86_64-pc-linux-gnu",
             "manifest_version": 1,
             "target": self.target,
             "verified": verified,
+            # An encrypted (.age) backup's manifest says for whom; retention reads only the name.
+            **({"encryption": {"format": "age", "recipients": [RECIPIENT]}} if self.encrypted else {}),
         }
+
+    @property
+    def encrypted(self) -> bool:
+        return self.ext.endswith(".age")
+
+    @property
+    def data_body(self) -> bytes:
+        """A stand-in dump: an age header for an encrypted one, pg_dump's magic otherwise."""
+        return b"age-encryption.org/v1\n" if self.encrypted else b"PGDMP\x00"
 
     def parts(self, verified: bool = False) -> dict[str, bytes]:
         """The three objects: suffix -> body."""
         return {
-            "": b"PGDMP\x00",
+            "": self.data_body,
             ".sha256": f"{'0' * 64}  {self.file}\n".encode(),
             ".json": json.dumps(self.manifest(verified), indent=2).encode(),
         }
@@ -82,14 +95,18 @@ def runbook_tier(day: dt.date) -> str:
     return "weekly" if day.isoweekday() == 7 else "daily"
 
 
-def history(start: dt.date = START, end: dt.date | None = None, target: str = "glimpse") -> list[Spec]:
+def history(start: dt.date = START, end: dt.date | None = None, target: str = "glimpse",
+            encrypted_from: dt.date | None = None) -> list[Spec]:
+    """One backup a day; from ``encrypted_from`` on they are age-encrypted (``.dump.age``), as after
+    encryption.recipients was set."""
     end = end or NOW.date()
     specs = []
     day = start
     while day <= end:
         local = dt.datetime(day.year, day.month, day.day, 2, 0, tzinfo=SEOUL)
         snapshot = (local + dt.timedelta(seconds=1, microseconds=123456)).astimezone(UTC)
-        specs.append(Spec(target, runbook_tier(day), local, snapshot))
+        ext = ".dump.age" if encrypted_from is not None and day >= encrypted_from else ".dump"
+        specs.append(Spec(target, runbook_tier(day), local, snapshot, ext))
         day += dt.timedelta(days=1)
     return specs
 

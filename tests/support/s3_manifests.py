@@ -21,7 +21,7 @@ PREFIX = "database"
 UTC = dt.UTC
 COLUMNS = ("backup_date", "backup_type", "target", "database_name", "file_name", "file_size_bytes",
            "checksum_sha256", "duration_seconds", "status", "error_message", "failed_step", "s3_bucket", "s3_key",
-           "s3_uploaded", "verified", "verified_at", "dag_id", "run_id")
+           "s3_uploaded", "verified", "verified_at", "dag_id", "run_id", "encrypted")
 
 
 def doc(file: str, tier: str, snapshot: str, *, verification: dict | None, run_id: str | None = None,
@@ -110,21 +110,22 @@ def expected_rows(bucket: str) -> list[tuple]:
         # ordered by file_name
         (at(2026, 11, 23, 17, 0, 1, 500000), "daily", *common, GOOD, 123456, "ab" * 32, 12.5, "SUCCESS", None, None,
          bucket, f"{PREFIX}/daily/{GOOD}", True, True, at(2026, 11, 23, 17, 3, 10), "pg_backup",
-         "scheduled__2026-11-23T17:00:00+00:00"),
+         "scheduled__2026-11-23T17:00:00+00:00", False),
         (at(2026, 11, 25, 17, 0, 1), "daily", *common, MISSING, 123456, "ab" * 32, 12.5, "FAILED",
          f"the dump s3://{bucket}/{PREFIX}/daily/{MISSING} is missing (rebuilt from manifest, which says verified)",
          "upload", bucket, f"{PREFIX}/daily/{MISSING}", False, False, None, "pg_backup",
-         "scheduled__2026-11-25T17:00:00+00:00"),
+         "scheduled__2026-11-25T17:00:00+00:00", False),
         (at(2026, 11, 26, 17, 0, 1), "daily", *common, RESIZED, 123456, "ab" * 32, 12.5, "FAILED",
          f"the dump s3://{bucket}/{PREFIX}/daily/{RESIZED} is 123455 bytes, the manifest says 123456 (rebuilt from "
          "manifest, which says verified)", "upload", bucket, f"{PREFIX}/daily/{RESIZED}", True, False, None,
-         "pg_backup", "scheduled__2026-11-26T17:00:00+00:00"),
+         "pg_backup", "scheduled__2026-11-26T17:00:00+00:00", False),
         (at(2026, 10, 31, 17, 0, 3), "monthly", *common, OUTSIDE, 123456, "ab" * 32, 12.5, "FAILED", FAILED_MESSAGE,
          "verify", bucket, f"{PREFIX}/monthly/{OUTSIDE}", True, False, None, "rebuilt",
-         f"{PREFIX}/monthly/{OUTSIDE}.json"),
+         f"{PREFIX}/monthly/{OUTSIDE}.json", False),
         (at(2026, 11, 21, 17, 0, 2), "weekly", *common, UNVERIFIED, 123456, "ab" * 32, 12.5, "FAILED",
          FAILED_MESSAGE + ": public.users: 2999 rows, the dump had 3000", "verify", bucket,
-         f"{PREFIX}/weekly/{UNVERIFIED}", True, False, None, "pg_backup", "scheduled__2026-11-21T17:00:00+00:00"),
+         f"{PREFIX}/weekly/{UNVERIFIED}", True, False, None, "pg_backup", "scheduled__2026-11-21T17:00:00+00:00",
+         False),
     ]
 
 

@@ -448,3 +448,79 @@ def test_glimpse_db_wal_settings():
     assert settings.get("archive_command"), "archive_command must be set when archive_mode=on"
     assert settings.get("wal_keep_size"), "use wal_keep_size"
     assert "wal_keep_segments" not in settings, "wal_keep_segments was removed in PostgreSQL 13"
+
+
+# --------------------------------------------------------------------------- client-side encryption (age)
+
+IDENTITY_CONN_VAR = "AIRFLOW_CONN_BACKUP_AGE_IDENTITY"
+# Services that run restore-side tasks (verify, the restore drill) and so hold the age private key.
+# No other service may: the scheduler, api-server, dag-processor and triggerer never decrypt.
+RESTORE_SIDE_SERVICES = ("airflow-worker",)
+# Shapes only (Bech32 alphabet); not real keys.
+RECIPIENTS = ("age1" + "q" * 58, "age1" + "p" * 58)
+IDENTITIES = ("AGE-SECRET-KEY-1" + "Q" * 58, "AGE-SECRET-KEY-1" + "P" * 58)
+
+
+def raw_env(name: str) -> dict:
+    """A service's environment as written (merge keys resolved, `${...}` not yet interpolated)."""
+    svc = load_compose()["x-airflow-common"] if name == "x-airflow-common" else services()[name]
+    return svc.get("environment") or {}
+
+
+def test_encryption_recipients_are_public_env_driven_and_off_by_default():
+    raw = raw_env("x-airflow-common")["PGBACKUP_ENCRYPTION_RECIPIENTS"]
+    assert "${PGBACKUP_ENCRYPTION_RECIPIENTS" in raw, "the recipients must come from the environment"
+    assert interpolate(raw) == "", "a fresh checkout has no recipients: not encrypted, and every run says so"
+    both = ",".join(RECIPIENTS)
+    assert interpolate(raw, {"PGBACKUP_ENCRYPTION_RECIPIENTS": both}) == both
+    # Public keys: every component that loads the config sees the same setting.
+    for name in AIRFLOW_RUNTIME_SERVICES:
+        assert env_of(services()[name]).get("PGBACKUP_ENCRYPTION_RECIPIENTS") == "", name
+
+
+def test_age_identity_is_only_on_the_restore_side_workers():
+    assert IDENTITY_CONN_VAR not in raw_env("x-airflow-common"), (
+        "the age private key must not be in x-airflow-common: every Airflow component would hold it")
+    holders = sorted(name for name, svc in services().items() if IDENTITY_CONN_VAR in env_of(svc))
+    assert holders == sorted(RESTORE_SIDE_SERVICES)
+    # No private key committed, not even a demo one (a comment may show the prefix).
+    assert not re.search(r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{20,}", COMPOSE_FILE.read_text())
+
+
+def test_age_identity_connection_reads_the_key_from_the_environment():
+    for name in RESTORE_SIDE_SERVICES:
+        raw = raw_env(name)[IDENTITY_CONN_VAR]
+        assert "${BACKUP_AGE_IDENTITY" in raw, f"{name}: the identity must come from ${{BACKUP_AGE_IDENTITY}}"
+        conn = json.loads(interpolate(raw))
+        assert conn == {"conn_type": "generic", "password": ""}  # unset: verify names the empty connection
+        one = json.loads(interpolate(raw, {"BACKUP_AGE_IDENTITY": IDENTITIES[0]}))
+        assert one["password"] == IDENTITIES[0]
+        # Two keys in one connection (e.g. during a rotation): a literal \n in .env becomes a newline.
+        two = json.loads(interpolate(raw, {"BACKUP_AGE_IDENTITY": "\\n".join(IDENTITIES)}))
+        assert two["password"].splitlines() == list(IDENTITIES)
+
+
+def test_every_variable_is_documented_in_the_header():
+    text = COMPOSE_FILE.read_text()
+    header = text.split("\n---", 1)[0]
+    body = text.replace("$$", "")  # `$$` is a literal dollar for the container's shell, not compose's
+    used = {m[1] or m[2] for m in re.finditer(r"\$\{([A-Za-z_][A-Za-z0-9_]*)|\$([A-Za-z_][A-Za-z0-9_]*)", body)}
+    assert {"PGBACKUP_ENCRYPTION_RECIPIENTS", "BACKUP_AGE_IDENTITY"} <= used
+    undocumented = sorted(v for v in used if not re.search(rf"^# {re.escape(v)}\b|[ /]{re.escape(v)}\b", header,
+                                                             re.M))
+    assert not undocumented, f"variables used but not described in the header comment: {undocumented}"
+
+
+def test_the_image_has_the_age_binary():
+    """Backup workers encrypt and restore-side workers decrypt with Debian's `age`: the image must install it."""
+    builds = [svc["build"] for svc in services().values() if svc.get("build")]
+    assert builds, "the Airflow image is built from the Dockerfile"
+    for _, dockerfile in {build_paths(b) for b in builds}:
+        packages = set()
+        for keyword, args in dockerfile_instructions(dockerfile):
+            if keyword == "RUN":
+                for command in re.split(r"&&|;", args):
+                    words = shlex.split(command)
+                    if words[:2] == ["apt-get", "install"]:
+                        packages.update(w for w in words[2:] if not w.startswith("-"))
+        assert "age" in packages, f"{dockerfile.name}: apt-get install age is missing (found {sorted(packages)})"

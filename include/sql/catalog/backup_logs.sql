@@ -25,3 +25,6 @@ CREATE TABLE IF NOT EXISTS backup_logs (
 -- One row per run and target: a re-run of the record task updates instead of duplicating.
 CREATE UNIQUE INDEX IF NOT EXISTS backup_logs_run_target ON backup_logs (dag_id, run_id, target);
 CREATE INDEX IF NOT EXISTS backup_logs_date ON backup_logs (backup_date DESC);
+-- Issue 9: whether the stored dump is client-side encrypted (age); NULL when the run made no dump.
+-- The monitor and the daily report read it: an unencrypted backup is a visible choice.
+ALTER TABLE backup_logs ADD COLUMN IF NOT EXISTS encrypted boolean;

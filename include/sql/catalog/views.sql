@@ -12,7 +12,8 @@ SELECT backup_date,
        target,
        file_name,
        s3_key,
-       failed_step
+       failed_step,
+       encrypted  -- client-side (age); false: S3 server-side encryption only
 FROM backup_logs
 WHERE backup_date >= CURRENT_DATE - INTERVAL '7 days'
 ORDER BY backup_date DESC;

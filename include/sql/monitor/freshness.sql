@@ -5,6 +5,7 @@ SELECT t.target,
        s.backup_date  AS success_date,
        s.backup_type  AS success_tier,
        s.file_name    AS success_file,
+       s.encrypted    AS success_encrypted,  -- client-side (age); NULL: a row from before the column
        a.backup_date  AS attempt_date,
        a.backup_type  AS attempt_tier,
        a.status       AS attempt_status,
@@ -12,7 +13,7 @@ SELECT t.target,
        a.error_message AS attempt_error
 FROM unnest(%(targets)s::text[]) AS t(target)
 LEFT JOIN LATERAL (
-    SELECT backup_date, backup_type, file_name
+    SELECT backup_date, backup_type, file_name, encrypted
     FROM backup_logs b
     WHERE b.target = t.target AND b.status = 'SUCCESS' AND b.backup_date <= %(now)s
     ORDER BY b.backup_date DESC

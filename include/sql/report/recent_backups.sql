@@ -8,6 +8,7 @@ SELECT target,
        duration_seconds::float8 AS duration_seconds,  -- float: the report's data travels as JSON (XCom)
        s3_uploaded,
        verified,
+       encrypted,  -- client-side (age); false or NULL (a row from before the column): S3 SSE only
        failed_step,
        error_message
 FROM backup_logs

@@ -105,6 +105,16 @@ def pg_conn(conn_id: str, database: str | None, purpose: str, *, require_databas
     )
 
 
+def age_identity(cfg: Config) -> str:
+    """The age identity (private key) of ``encryption.identity_conn_id``'s password, for restore-side tasks only.
+
+    A missing connection fails naming it; the key is registered as a secret, so no later message carries it."""
+    conn = airflow_connection(cfg.encryption.identity_conn_id, "age identity for encrypted backups")
+    for line in (conn.password or "").splitlines():
+        register_secret(line.strip())
+    return conn.password or ""
+
+
 def catalog_connection(cfg: Config):
     """An autocommit psycopg connection to the backup catalog (``catalog_conn_id``); close it when done."""
     from pg_dataops.common import pg

@@ -2,6 +2,10 @@
 
 One exported snapshot is shared by pg_dump (``--snapshot``) and the per-table row counts, so the
 manifest's counts are exactly what the dump holds; a restore can be checked against them.
+
+With recipients (``encryption.recipients``), pg_dump's output (the directory format: its tar) passes
+through ``age`` (common.age.EncryptingWriter) before the hash, the file and the streaming upload: what is
+stored, hashed and uploaded is the encrypted object; no plaintext byte reaches the disk.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
 
+from pg_dataops.common import age, sqlfiles
 from pg_dataops.common import pg as pgtools
-from pg_dataops.common import sqlfiles
 from pg_dataops.common.errors import BackupError, DiskFull, DumpFailed, redact
 
 log = logging.getLogger(__name__)
@@ -54,16 +59,23 @@ class DumpResult:
     table_counts: dict[str, int] = field(default_factory=dict)
     # streamed upload only: what S3 took after pg_dump ended (StreamingUpload.complete)
     upload_tail: dict[str, float] = field(default_factory=dict)
+    # {"format": "age", "recipients": [public keys]} when the file is encrypted, else None
+    encryption: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def artifact_name(basename: str, fmt: str, compression: int) -> str:
+def artifact_name(basename: str, fmt: str, compression: int, encrypted: bool = False) -> str:
     ext = EXTENSIONS[fmt]
     if fmt == "plain" and compression > 0:
         ext += ".gz"  # pg_dump -Fp -Z gzips the SQL script
-    return basename + ext
+    return basename + ext + (age.SUFFIX if encrypted else "")
+
+
+def encryption_block(recipients) -> dict[str, Any] | None:
+    """What the manifest and the catalog record about the encryption: format and public keys, or None."""
+    return {"format": age.FORMAT, "recipients": list(recipients)} if recipients else None
 
 
 class HashingWriter:
@@ -201,6 +213,7 @@ class _DumpPlan:
     uploader: Any  # a common.s3.StreamingUpload, or None
     lock_wait_timeout: int | None
     timeout: float | None
+    recipients: tuple[str, ...] = ()  # age public keys; empty: not encrypted
 
     @property
     def partial(self) -> str:
@@ -231,6 +244,7 @@ def run_dump(
     uploader=None,
     lock_wait_timeout: int | None = None,
     timeout: float | None = None,
+    recipients: Sequence[str] = (),
 ) -> DumpResult:
     """Dump ``conn.dbname`` to ``out_dir/basename.<ext>``; on any failure nothing is left behind.
 
@@ -240,7 +254,16 @@ def run_dump(
     ``lock_wait_timeout`` (seconds): pg_dump's ``--lock-wait-timeout``; a table locked by another
     session fails the dump after that long, naming the table, instead of waiting. ``timeout``
     (seconds): pg_dump is killed, and the dump fails, if it has not finished by then.
+
+    ``recipients`` (age public keys): the file, its digest and the upload are of the encrypted stream,
+    named ``basename.<ext>.age``; empty: as before, not encrypted.
     """
+    try:
+        recipients = age.check_recipients(recipients)
+    except ValueError as exc:
+        raise age.EncryptionError(str(exc)) from None
+    if recipients:
+        age.binary("age")  # not installed: said before any dump work
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
     try:
@@ -250,11 +273,11 @@ def run_dump(
             raise _disk_full(out_dir) from None
         raise BackupError(f"cannot create local backup directory {out_dir}: {exc.strerror}") from None
 
-    final = os.path.join(out_dir, artifact_name(basename, fmt, compression))
+    final = os.path.join(out_dir, artifact_name(basename, fmt, compression, encrypted=bool(recipients)))
     if os.path.exists(final):
         raise BackupError(f"{final} already exists; refusing to overwrite a backup")
     plan = _DumpPlan(conn, out_dir, final, fmt, compression, jobs, part_size, pg_bin_root, uploader,
-                     lock_wait_timeout, timeout)
+                     lock_wait_timeout, timeout, recipients)
     if uploader is not None:
         uploader.start()  # a missing bucket or an existing key fails here, before any dump work
 
@@ -302,6 +325,7 @@ def _dump(plan: _DumpPlan, started: float, started_at: dt.datetime) -> DumpResul
         duration_seconds=round(time.monotonic() - started, 3),
         table_counts=counts,
         upload_tail=upload_tail,
+        encryption=encryption_block(plan.recipients),
     )
 
 
@@ -363,7 +387,7 @@ def _finish_directory(plan: _DumpPlan, proc: subprocess.Popen, stderr: _StderrTa
                       watchdog: _Watchdog) -> tuple[str, list[str], int]:
     """pg_dump wrote a directory: once it exited cleanly, pack it into one tar, hashed while written."""
     _check_exit(plan, proc, watchdog.remaining(), stderr, watchdog, disk_full_at=plan.partial)
-    written = _tar_directory(plan.partial, plan.tar_partial, plan.part_size, plan.uploader)
+    written = _tar_directory(plan.partial, plan.tar_partial, plan.part_size, plan.uploader, plan.recipients)
     shutil.rmtree(plan.partial)
     return written
 
@@ -371,7 +395,7 @@ def _finish_directory(plan: _DumpPlan, proc: subprocess.Popen, stderr: _StderrTa
 def _finish_stream(plan: _DumpPlan, proc: subprocess.Popen, stderr: _StderrTail,
                    watchdog: _Watchdog) -> tuple[str, list[str], int]:
     """pg_dump writes to its stdout: into the partial file, hashed (and streamed) as it comes."""
-    written = _stream_to_file(proc, plan.partial, plan.part_size, plan.uploader)
+    written = _stream_to_file(proc, plan.partial, plan.part_size, plan.uploader, plan.recipients)
     # Its output is closed: pg_dump is exiting, give it a moment, not forever.
     _check_exit(plan, proc, EXIT_GRACE, stderr, watchdog)
     return written
@@ -473,20 +497,48 @@ def _widen_pipe(fd: int) -> None:
             pass  # above /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
 
 
-def _stream_to_file(proc: subprocess.Popen, path: str, part_size: int, uploader=None) -> tuple[str, list[str], int]:
+class _Sealed:
+    """The writer the data goes to: the HashingWriter itself, or ``age`` in front of it.
+
+    ``close`` ends the encrypted stream (age writes its last chunk) before the hash is finished;
+    ``abort`` kills age, so a failed dump leaves no ``age`` process behind."""
+
+    def __init__(self, hashing: HashingWriter, recipients: Sequence[str]):
+        self.hashing = hashing
+        self.writer = age.wrap(hashing, recipients)
+
+    def __enter__(self):
+        return self.writer
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.writer is self.hashing:
+            return
+        if exc_type is None:
+            self.writer.close()
+        else:
+            self.writer.abort()
+
+
+def _hashing_writer(raw, path: str, part_size: int, uploader) -> HashingWriter:
+    if uploader is not None:
+        uploader.attach(path)
+    return HashingWriter(raw, part_size, on_part=uploader.submit_part if uploader is not None else None)
+
+
+def _stream_to_file(proc: subprocess.Popen, path: str, part_size: int, uploader=None,
+                    recipients: Sequence[str] = ()) -> tuple[str, list[str], int]:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     try:
         # 'xb': a leftover partial file from a crashed run is an error, not silently overwritten.
         with open(path, "xb", buffering=0) as raw:
-            if uploader is not None:
-                uploader.attach(path)
-            out = HashingWriter(raw, part_size, on_part=uploader.submit_part if uploader is not None else None)
-            while True:
-                n = proc.stdout.readinto(buf)
-                if not n:
-                    break
-                out.write(view[:n])
+            out = _hashing_writer(raw, path, part_size, uploader)
+            with _Sealed(out, recipients) as sink:
+                while True:
+                    n = proc.stdout.readinto(buf)
+                    if not n:
+                        break
+                    sink.write(view[:n])
             os.fsync(raw.fileno())
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -498,14 +550,13 @@ def _stream_to_file(proc: subprocess.Popen, path: str, part_size: int, uploader=
     return sha, parts, out.size
 
 
-def _tar_directory(src: str, path: str, part_size: int, uploader=None) -> tuple[str, list[str], int]:
+def _tar_directory(src: str, path: str, part_size: int, uploader=None,
+                   recipients: Sequence[str] = ()) -> tuple[str, list[str], int]:
     """Pack a directory-format dump into one uncompressed tar (its members are already compressed)."""
     try:
         with open(path, "xb", buffering=0) as raw:
-            if uploader is not None:
-                uploader.attach(path)
-            out = HashingWriter(raw, part_size, on_part=uploader.submit_part if uploader is not None else None)
-            with tarfile.open(fileobj=out, mode="w|", bufsize=CHUNK) as tar:
+            out = _hashing_writer(raw, path, part_size, uploader)
+            with _Sealed(out, recipients) as sink, tarfile.open(fileobj=sink, mode="w|", bufsize=CHUNK) as tar:
                 for name in sorted(os.listdir(src)):
                     tar.add(os.path.join(src, name), arcname=name)
             os.fsync(raw.fileno())

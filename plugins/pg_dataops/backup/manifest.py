@@ -1,4 +1,9 @@
-"""The self-describing .json beside every backup: enough to restore and check it without Airflow."""
+"""The self-describing .json beside every backup: enough to restore and check it without Airflow.
+
+It stays readable when the dump is encrypted (it holds no row data) and says how: ``encryption`` is
+``{"format": "age", "recipients": [public keys]}``, or null; a manifest from before it has no such key
+and describes a dump that is not encrypted.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 from typing import Any
 
 from pg_dataops.common.errors import ManifestError, ObjectExists
+from pg_dataops.common.naming import ENCRYPTED_SUFFIX
 
 MANIFEST_VERSION = 1
 # The runbook's fields first, then what a restore needs to prove itself.
@@ -29,6 +35,8 @@ def build_manifest(*, target: str, tier: str, dump: dict, upload: dict, bucket: 
         "pg_dump_version": dump["pg_dump_version"],
         "format": dump["format"],
         "compression": {"method": "gzip" if dump["compression"] else "none", "level": dump["compression"]},
+        # client-side encryption of the stored object (size and checksum are of the encrypted bytes)
+        "encryption": dump.get("encryption"),
         "jobs": dump["jobs"],
         "started_at": dump["started_at"],
         "duration_seconds": dump["duration_seconds"],
@@ -103,7 +111,30 @@ def loads(text: str | bytes, source: str = "manifest") -> dict[str, Any]:
     chk = data["checksum"]
     if not isinstance(chk, str) or len(chk) != 64 or any(c not in "0123456789abcdef" for c in chk):
         raise ManifestError(f"{source}: checksum is not a SHA-256 hex digest")
+    encryption_of(data, source)
     return data
+
+
+def encryption_of(doc: dict, source: str = "manifest") -> dict[str, Any] | None:
+    """The manifest's encryption block (format "age", recipients), or None: not encrypted (also when the
+    manifest predates the key). A block that is malformed, or that disagrees with the file name's
+    ``.age`` suffix, raises ManifestError."""
+    block = doc.get("encryption")
+    encrypted_name = isinstance(doc.get("file"), str) and doc["file"].endswith(ENCRYPTED_SUFFIX)
+    if block is None:
+        if encrypted_name:
+            raise ManifestError(f"{source}: file {doc['file']} ends in {ENCRYPTED_SUFFIX} but no encryption is "
+                                "recorded")
+        return None
+    recipients = block.get("recipients") if isinstance(block, dict) else None
+    if not isinstance(block, dict) or block.get("format") != "age" or not isinstance(recipients, list) \
+            or not recipients or not all(isinstance(r, str) and r for r in recipients):
+        raise ManifestError(f"{source}: encryption must be {{\"format\": \"age\", \"recipients\": [public keys]}}, "
+                            f"got {block!r}")
+    if not encrypted_name:
+        raise ManifestError(f"{source}: encryption is recorded but file {doc.get('file')!r} does not end in "
+                            f"{ENCRYPTED_SUFFIX}")
+    return block
 
 
 def sha256_line(sha256_hex: str, file: str) -> str:

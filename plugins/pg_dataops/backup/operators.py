@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from pg_dataops.airflow.base import (
     PERMANENT,
     StepOperator,
+    age_identity,
     catalog_connection,
     pg_conn,
     post_slack,
@@ -127,16 +128,18 @@ class CreateScratchDatabaseOperator(StepOperator):
 
 
 class DropScratchDatabaseOperator(StepOperator):
-    """Teardown: drops the scratch database, also when the restore or the checks failed."""
+    """Teardown: drops the scratch database and removes its scratch directory (an encrypted backup's
+    plaintext), also when the restore or the checks failed."""
 
     template_fields: Sequence[str] = ("scratch",)
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops.backup import verify  # lazy: see the note at the top
+        from pg_dataops.backup import steps  # lazy: see the note at the top
 
-        verify.drop_database(pg_conn(self.scratch["conn_id"], None, "restore-test server"), self.scratch["database"])
+        result = steps.drop_scratch_step(pg_conn(self.scratch["conn_id"], None, "restore-test server"),
+                                         self.scratch["database"], cfg)
         self.log.info("dropped scratch database %s", self.scratch["database"])
-        return {"dropped": self.scratch["database"]}
+        return result
 
 
 class VerifyBackupOperator(StepOperator):
@@ -144,7 +147,8 @@ class VerifyBackupOperator(StepOperator):
 
     A failure of the restore-test server (not of the dump) is retried; its verdict goes into the
     manifest at once, so the object is described while the retry waits, and the manifest keeps it
-    in ``verifications`` when a later attempt passes.
+    in ``verifications`` when a later attempt passes. An encrypted dump is decrypted with the identity
+    of ``encryption.identity_conn_id``, read only when the dump is encrypted.
     """
 
     template_fields: Sequence[str] = ("dump", "scratch", "upload")
@@ -155,7 +159,8 @@ class VerifyBackupOperator(StepOperator):
         ti = context["ti"]
         admin = pg_conn(self.scratch["conn_id"], None, "restore-test server", cfg=cfg)
         try:
-            result = steps.verify_step(admin, self.scratch["database"], self.dump, cfg)
+            result = steps.verify_step(admin, self.scratch["database"], self.dump, cfg,
+                                       read_identity=lambda: age_identity(cfg))
         except (BackupError, ConfigError) as exc:
             verdict = steps.failed_verdict(str(exc), transient=not isinstance(exc, PERMANENT),
                                            try_number=ti.try_number)

@@ -16,7 +16,7 @@ from typing import Any
 from pg_dataops.backup import manifest, verify
 from pg_dataops.backup.dump import artifact_name, run_dump
 from pg_dataops.catalog import backup_logs
-from pg_dataops.common import naming, s3
+from pg_dataops.common import age, naming, s3
 from pg_dataops.common.config import Config, ConfigError, Target
 from pg_dataops.common.errors import BackupError, IntegrityError, ObjectExists, VerificationFailed, redact
 from pg_dataops.common.naming import parse_name
@@ -132,10 +132,16 @@ def dump_step(cfg: Config, target: Target, conn: PgConn, tier: str, moment: dt.d
 
     First, what killed runs of this target left is removed (``cleaned`` in the result). ``run_marker``
     ("dag_id/run_id") is written on the streamed object, so a retry of the same run can tell its own
-    unfinished object from anyone else's."""
+    unfinished object from anyone else's.
+
+    With ``encryption.recipients`` the dump is encrypted as it is written (``.age``); without, the run
+    says so with a warning: no client-side encryption is a visible choice."""
     basename = naming.backup_basename(target.name, tier, moment, cfg.timezone)
     out_dir = naming.local_dir(cfg.local_root, tier, moment, cfg.timezone)
-    file = artifact_name(basename, cfg.dump_format, cfg.dump_compression)
+    recipients = cfg.encryption.recipients
+    if not recipients:
+        log.warning("backup of %s is not client-side encrypted (encryption.recipients is empty)", target.name)
+    file = artifact_name(basename, cfg.dump_format, cfg.dump_compression, encrypted=bool(recipients))
     streaming = cfg.stream_upload and client is not None
     if streaming:
         s3.check_bucket(client, cfg.bucket)  # a missing bucket is named before anything is touched
@@ -164,7 +170,11 @@ def dump_step(cfg: Config, target: Target, conn: PgConn, tier: str, moment: dt.d
         uploader=uploader,
         lock_wait_timeout=cfg.lock_wait_timeout_seconds,
         timeout=cfg.task_timeout_minutes * 60,
+        recipients=recipients,
     )
+    if recipients:
+        log.info("%s is encrypted (age) for %d recipient(s): %s", result.file, len(recipients),
+                 age.describe(recipients))
     return {**result.to_dict(), "target": target.name, "tier": tier, "streamed": uploader is not None,
             "cleaned": cleaned}
 
@@ -282,6 +292,8 @@ def catalog_row(
         "verified_at": (doc or {}).get("verification", {}).get("checked_at") if doc and doc.get("verified") else None,
         "dag_id": dag_id,
         "run_id": run_id,
+        # NULL: no dump, so nothing to say (the monitor reads this column)
+        "encrypted": None if dump is None else bool(dump.get("encryption")),
     }
 
 
@@ -351,14 +363,34 @@ def record_outcome(connect: Callable[[], Any], row: dict[str, Any]) -> dict[str,
     return {**row, "recorded": True, "id": row_id}
 
 
-def verify_step(admin: PgConn, database: str, dump: dict[str, Any], cfg: Config) -> dict[str, Any]:
-    """Restore ``dump`` into the scratch ``database`` on ``admin``'s server and check it (the verdict as a dict)."""
+def verify_step(admin: PgConn, database: str, dump: dict[str, Any], cfg: Config,
+                read_identity: Callable[[], str] | None = None) -> dict[str, Any]:
+    """Restore ``dump`` into the scratch ``database`` on ``admin``'s server and check it (the verdict as a dict).
+
+    An encrypted dump is decrypted with the identity ``read_identity()`` returns (the Airflow connection
+    ``encryption.identity_conn_id``; called only for an encrypted dump): a missing or wrong identity fails
+    here, naming the connection and the dump's recipients, before any restore work. The plaintext lives
+    in :func:`verify.scratch_dir` only while pg_restore reads it."""
+    encryption = dump.get("encryption")
+    identity = None
+    if encryption:
+        identity = verify.read_identity(read_identity, encryption, cfg.encryption.identity_conn_id, dump["file"])
     return verify.verify_backup(
         admin, database, dump["path"], fmt=dump["format"], expected_counts=dump["table_counts"],
         backup_server_version_num=dump["server_version_num"], jobs=cfg.restore_jobs,
         pg_bin_root=cfg.pg_bin_root, required_tables=cfg.verify_required_tables,
-        timeout=cfg.task_timeout_minutes * 60,
+        timeout=cfg.task_timeout_minutes * 60, encryption=encryption, identity=identity,
+        identity_conn_id=cfg.encryption.identity_conn_id, decrypt_dir=verify.scratch_dir(cfg.local_root, database),
     ).to_dict()
+
+
+def drop_scratch_step(admin: PgConn, database: str, cfg: Config) -> dict[str, Any]:
+    """Teardown of a restore test: its decryption directory is removed (whatever happened), then the database."""
+    try:
+        removed = verify.remove_scratch_dir(cfg.local_root, database)
+    finally:
+        verify.drop_database(admin, database)
+    return {"dropped": database, "scratch_dir_removed": removed}
 
 
 def require_verified(dump: dict[str, Any], result: dict[str, Any]) -> None:

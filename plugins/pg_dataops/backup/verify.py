@@ -11,10 +11,17 @@ A restore that fails because of the dump (a constraint, a missing object) raises
 ``VerificationFailed`` (permanent); one that fails because of the restore-test server (disk full,
 out of memory, connection lost or refused, server shutting down) raises ``RestoreServerError``,
 which the task retries.
+
+An encrypted backup (age) is checked against the identity before anything else: a missing or wrong key
+fails at once, naming the Airflow connection and the backup's recipients. pg_restore --jobs needs a
+seekable file, so a custom-format dump is decrypted into the restore's scratch directory
+(:func:`scratch_dir`) and removed right after the restore; a directory-format tar is decrypted as a stream
+straight into its extraction there, a plain SQL script as a stream into psql.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
 import logging
@@ -33,20 +40,21 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 
+from pg_dataops.common import age, sqlfiles
 from pg_dataops.common import pg as pgtools
-from pg_dataops.common import sqlfiles
 from pg_dataops.common.errors import (
     AuthenticationFailed,
     BackupError,
     ClientVersionError,
+    ConnectionMissing,
     DatabaseUnreachable,
     RestoreServerError,
     VerificationFailed,
     redact,
 )
 
-__all__ = ["RestoreServerError", "VerificationFailed", "VerifyResult", "classify_failure", "create_database",
-           "drop_database", "verify_backup"]
+__all__ = ["RestoreServerError", "VerificationFailed", "VerifyResult", "check_decryptable", "classify_failure",
+           "create_database", "drop_database", "read_identity", "remove_scratch_dir", "scratch_dir", "verify_backup"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,75 @@ def drop_database(admin: pgtools.PgConn, name: str) -> None:
         pg.execute(sqlfiles.composed("verify/drop_database.sql", name=name))
     finally:
         pg.close()
+
+
+SCRATCH_FOLDER = ".scratch"
+_SCRATCH_NAME = re.compile(r"pgdataops_[a-z0-9_]+")
+
+
+def scratch_dir(local_root: str, database: str) -> str:
+    """``{local_root}/.scratch/{database}``: where a restore test of an encrypted backup keeps its plaintext."""
+    if not _SCRATCH_NAME.fullmatch(database):
+        raise ValueError(f"not a scratch database name: {database!r}")
+    return os.path.join(local_root, SCRATCH_FOLDER, database)
+
+
+def remove_scratch_dir(local_root: str, database: str) -> bool:
+    """Removes the scratch directory of ``database`` (the teardown's part); whether there was one."""
+    path = scratch_dir(local_root, database)
+    if not os.path.lexists(path):
+        return False
+    shutil.rmtree(path)
+    log.info("removed the restore's scratch directory %s", path)
+    return True
+
+
+def _fresh_dir(path: str) -> None:
+    """An empty directory only we can read (a retry finds the last attempt's plaintext: removed first)."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.mkdir(path, mode=0o700)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encrypted backups: the identity first
+# ---------------------------------------------------------------------------------------------
+
+def _recipients(encryption: dict, what: str) -> list[str]:
+    recipients = encryption.get("recipients") if isinstance(encryption, dict) else None
+    if not isinstance(encryption, dict) or encryption.get("format") != age.FORMAT or not recipients \
+            or not isinstance(recipients, list):
+        raise age.DecryptionFailed(f"cannot decrypt {what}: its encryption record {encryption!r} is not "
+                                   f"{{'format': 'age', 'recipients': [...]}}")
+    return recipients
+
+
+def read_identity(read, encryption: dict, conn_id: str, what: str) -> str:
+    """The identity ``read()`` returns (an Airflow connection's password); a missing connection fails
+    naming it and the recipients ``what`` was encrypted for."""
+    recipients = _recipients(encryption, what)
+    try:
+        identity = read() if read is not None else None
+    except ConnectionMissing as exc:
+        raise age.IdentityMismatch(f"cannot decrypt {what}: {exc}; put the age identity of one of its recipients "
+                                   f"({age.describe(recipients)}), or the escrow key, in its password") from None
+    if not identity:
+        raise age.IdentityMismatch(f"cannot decrypt {what}: Airflow connection {conn_id!r} holds no age identity; "
+                                   f"it was encrypted for {age.describe(recipients)}")
+    return identity
+
+
+def check_decryptable(encryption: dict, identity: str | None, conn_id: str, what: str) -> None:
+    """Fails unless ``identity`` opens a backup encrypted for ``encryption['recipients']``; the message
+    names the connection and the recipients (checked with age-keygen, no byte of the backup read)."""
+    recipients = _recipients(encryption, what)
+    try:
+        age.check_identity(identity, recipients, conn_id, what=what)
+    except age.IdentityMismatch as exc:
+        if age.describe(recipients) in str(exc):
+            raise
+        # a missing or malformed key: age's message names the connection only
+        raise age.IdentityMismatch(f"{exc}; {what} was encrypted for {age.describe(recipients)}") from None
 
 
 def check_client_can_restore(backup_server_version_num: int, client_major: int) -> None:
@@ -194,12 +271,19 @@ def classify_failure(what: str, text: str, secret: str | None = None) -> BackupE
 # ---------------------------------------------------------------------------------------------
 
 def restore(conn: pgtools.PgConn, path: str, fmt: str, *, jobs: int, pg_bin_root: str, major: int,
-            timeout: float | None = None) -> float:
-    """Restore ``path`` into ``conn.dbname``; returns seconds. Stops at the first error."""
+            timeout: float | None = None, identity: str | None = None, scratch: str | None = None) -> float:
+    """Restore ``path`` into ``conn.dbname``; returns seconds. Stops at the first error.
+
+    With ``identity``, ``path`` is age-encrypted: its plaintext goes to the directory ``scratch`` (created
+    empty, removed when the restore is over, whatever happened) or streams into the restore client."""
     started = time.monotonic()
     env = conn.client_tool_env(major)
     try:
-        _restore(conn, path, fmt, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout)
+        if identity is None:
+            _restore(conn, path, fmt, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout)
+        else:
+            _restore_encrypted(conn, path, fmt, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major,
+                               timeout=timeout, identity=identity, scratch=scratch)
     except BaseException:
         # A stopped restore client (time limit, task killed) may leave server sessions that finish their
         # statement first; they are in our scratch database, so end them now.
@@ -222,7 +306,6 @@ def _end_sessions(conn: pgtools.PgConn) -> None:
 def _restore(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int, pg_bin_root: str, major: int,
              timeout: float | None) -> None:
     if fmt in ("custom", "directory"):
-        pg_restore = pgtools.client_binary("pg_restore", major, pg_bin_root)
         workdir = None
         source = path
         try:
@@ -231,20 +314,108 @@ def _restore(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int,
                 with tarfile.open(path) as tar:
                     tar.extractall(workdir, filter="data")
                 source = workdir
-            argv = [pg_restore, "--exit-on-error", "--no-owner", "--no-privileges", f"--jobs={jobs}",
-                    "--no-password", "--dbname", conn.dbname, source]
-            _run(argv, env, conn.password, timeout=timeout)
+            _pg_restore(conn, source, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout)
         finally:
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
     elif fmt == "plain":
-        psql = pgtools.client_binary("psql", major, pg_bin_root)
-        argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-d", conn.dbname]
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as src:
-            _run(argv, env, conn.password, stdin=src, timeout=timeout)
+            _psql(conn, src, env, pg_bin_root=pg_bin_root, major=major, timeout=timeout)
     else:
         raise BackupError(f"unknown dump format {fmt!r}")
+
+
+def _pg_restore(conn: pgtools.PgConn, source: str, env: dict, *, jobs: int, pg_bin_root: str, major: int,
+                timeout: float | None) -> None:
+    pg_restore = pgtools.client_binary("pg_restore", major, pg_bin_root)
+    argv = [pg_restore, "--exit-on-error", "--no-owner", "--no-privileges", f"--jobs={jobs}",
+            "--no-password", "--dbname", conn.dbname, source]
+    _run(argv, env, conn.password, timeout=timeout)
+
+
+def _psql(conn: pgtools.PgConn, src, env: dict, *, pg_bin_root: str, major: int, timeout: float | None) -> None:
+    psql = pgtools.client_binary("psql", major, pg_bin_root)
+    argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-d", conn.dbname]
+    _run(argv, env, conn.password, stdin=src, timeout=timeout)
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.001)
+
+
+def _restore_encrypted(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int, pg_bin_root: str,
+                       major: int, timeout: float | None, identity: str, scratch: str | None) -> None:
+    """Decrypt and restore; the plaintext exists only in ``scratch`` and only until the restore ended."""
+    if fmt not in ("custom", "directory", "plain"):
+        raise BackupError(f"unknown dump format {fmt!r}")
+    if scratch is None:
+        raise ValueError("an encrypted backup is restored through a scratch directory: none given")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    plain_name = os.path.basename(path).removesuffix(age.SUFFIX)
+    _fresh_dir(scratch)
+    try:
+        if fmt == "custom":  # pg_restore --jobs seeks in the archive: a file
+            plain = os.path.join(scratch, plain_name)
+            age.decrypt_file(path, plain, identity, timeout=timeout)
+            _pg_restore(conn, plain, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=_left(deadline))
+        elif fmt == "directory":  # our tar, extracted as it is decrypted: no plaintext tar
+            workdir = os.path.join(scratch, "dump")
+            with _decrypting(path, identity, timeout) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+                tar.extractall(workdir, filter="data")
+            _pg_restore(conn, workdir, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=_left(deadline))
+        else:  # plain SQL streams into psql: nothing on disk
+            with _decrypting(path, identity, timeout) as stream:
+                src = gzip.GzipFile(fileobj=stream) if plain_name.endswith(".gz") else stream
+                _psql(conn, src, env, pg_bin_root=pg_bin_root, major=major, timeout=_left(deadline))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _decrypting(path: str, identity: str, timeout: float | None):
+    """``age -d`` of ``path`` as a readable stream. On leaving, age must have exited 0: when it did not,
+    its reason is raised (over the reader's, which only saw the stream end); the reader failing stops it."""
+    name = os.path.basename(path)
+    proc = age.decrypting_process(path, identity)
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, stop) if timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    try:
+        try:
+            yield proc.stdout
+            while proc.stdout.read(1 << 20):  # a tar's padding after its end: let age finish
+                pass
+        except BaseException:
+            if proc.poll() is None:  # the reader gave up, not age
+                proc.kill()
+                proc.wait()
+                raise
+            if proc.returncode == 0:
+                raise
+            _raise_decryption_failed(proc, name, timeout, timed_out.is_set())
+        if proc.wait() != 0:
+            _raise_decryption_failed(proc, name, timeout, timed_out.is_set())
+    finally:
+        if timer:
+            timer.cancel()
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
+
+
+def _raise_decryption_failed(proc: subprocess.Popen, name: str, timeout: float | None, timed_out: bool) -> None:
+    if timed_out:
+        raise VerificationFailed(f"age -d of {name} did not finish within {timeout:.0f} s (task_timeout_minutes) "
+                                 "and was stopped") from None
+    reason = proc.stderr.read().decode(errors="replace").strip()[-500:] or f"exit {proc.returncode}"
+    raise age.DecryptionFailed(f"age -d refused {name}: {reason}") from None
 
 
 def _run(argv: list[str], env: dict, secret: str | None, stdin=None, timeout: float | None = None) -> None:
@@ -578,16 +749,30 @@ def verify_backup(
     required_tables: tuple[str, ...] | list[str] = ("public.users",),
     timeout: float | None = None,
     check_connections: int | None = None,
+    encryption: dict | None = None,
+    identity: str | None = None,
+    identity_conn_id: str = "backup_age_identity",
+    decrypt_dir: str | None = None,
 ) -> VerifyResult:
     """Restore ``path`` into the scratch ``database`` on ``admin``'s server and check it.
 
     ``jobs``: pg_restore --jobs, and the connections the checks run on (``check_connections``
     overrides the latter; the benchmark's one-at-a-time comparison). ``timeout``: seconds the
     restore client may run. ``required_tables``: schema.table names the restore must hold.
+
+    ``encryption`` (the manifest's block, None: not encrypted): ``identity`` (the private key, from
+    Airflow connection ``identity_conn_id``) must open it, checked first; the plaintext lives in
+    ``decrypt_dir`` (the restore's :func:`scratch_dir`) for the restore only.
     """
-    if not re.fullmatch(r"pgdataops_[a-z0-9_]+", database):
+    if not _SCRATCH_NAME.fullmatch(database):
         raise ValueError(f"not a scratch database name: {database!r}")
     required = tuple(required_tables)
+    what = os.path.basename(path)
+    if encryption:
+        check_decryptable(encryption, identity, identity_conn_id, what)  # before any restore work
+    elif os.path.isfile(path) and age.is_age_file(path):
+        raise age.DecryptionFailed(f"{what} is age-encrypted but its description records no encryption: "
+                                   "restore it by hand with age -d")
     pg = pgtools.connect(admin)
     try:
         major = pgtools.server_major(pg)
@@ -596,7 +781,8 @@ def verify_backup(
     check_client_can_restore(backup_server_version_num, major)
     _prepare_scratch(admin, database)
     conn = admin.with_db(database)
-    restore_seconds = restore(conn, path, fmt, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout)
+    restore_seconds = restore(conn, path, fmt, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout,
+                              identity=identity if encryption else None, scratch=decrypt_dir)
     started = time.monotonic()
     facts = run_checks(conn, expected_counts, required_tables=required, jobs=check_connections or jobs)
     check_seconds = round(time.monotonic() - started, 3)

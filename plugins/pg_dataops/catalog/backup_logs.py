@@ -14,6 +14,8 @@ COLUMNS = (
     "checksum_sha256", "duration_seconds", "status", "error_message", "failed_step",
     "s3_bucket", "s3_key", "s3_uploaded", "verified", "verified_at", "dag_id", "run_id",
 )
+# Columns a row may leave out (NULL: not known to its writer, e.g. a row rebuilt from an old manifest).
+OPTIONAL_COLUMNS = ("encrypted",)
 
 
 def record(pg: psycopg.Connection, row: dict[str, Any]) -> int:
@@ -23,4 +25,5 @@ def record(pg: psycopg.Connection, row: dict[str, Any]) -> int:
         raise ValueError(f"catalog row is missing {', '.join(missing)}")
     ensure_schema(pg)
     with pg.transaction():
-        return pg.execute(sqlfiles.text("catalog/record_backup.sql"), {c: row[c] for c in COLUMNS}).fetchone()[0]
+        params = {c: row[c] for c in COLUMNS} | {c: row.get(c) for c in OPTIONAL_COLUMNS}
+        return pg.execute(sqlfiles.text("catalog/record_backup.sql"), params).fetchone()[0]

@@ -5,7 +5,9 @@ Airflow-free. Every ``.json`` under ``{prefix}/{daily,weekly,monthly}/`` is read
 pg_backup's own rows, so running it twice, or on a catalog that survived, changes nothing). A manifest
 that cannot be read, or that contradicts where it sits, is skipped and reported: never guessed at.
 A row is SUCCESS only when the manifest says verified *and* its dump is in S3 with the manifest's
-size; a dump that is missing or of another size makes it FAILED, saying which.
+size; a dump that is missing or of another size makes it FAILED, saying which. An encrypted backup
+(``x.dump.age`` beside ``x.dump.age.json``) is rebuilt like any other, with ``encrypted`` from its
+manifest's ``encryption`` block.
 
 Also a command line, for when Airflow itself is not available::
 
@@ -124,6 +126,9 @@ def row_from_manifest(doc: dict[str, Any], *, bucket: str, prefix: str, key: str
         "verified_at": parse_timestamp(verification.get("checked_at")) if verified else None,
         "dag_id": dag_id,
         "run_id": run_id,
+        # Client-side (age) encryption, as the manifest records it (loads checked it against the name);
+        # a manifest from before encryption has no block and describes a plaintext dump.
+        "encrypted": manifest.encryption_of(doc) is not None,
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,18 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class Encryption:
+    """Client-side encryption of backup artifacts (age). No recipients: not encrypted, and said so."""
+
+    recipients: tuple[str, ...] = ()  # age X25519 public keys (age1...): several for rotation and escrow
+    identity_conn_id: str = "backup_age_identity"  # its password: the private key; read by restore-side tasks
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.recipients)
+
+
+@dataclass(frozen=True)
 class Config:
     timezone: str
     schedule: str
@@ -93,6 +106,7 @@ class Config:
     targets: tuple[Target, ...]
     # schema.table names a verified restore must contain (the runbook checked public.users)
     verify_required_tables: tuple[str, ...] = ("public.users",)
+    encryption: Encryption = field(default_factory=Encryption)
     source: str = field(default="", compare=False)
 
     @property
@@ -190,7 +204,7 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {cfg_path}: top level must be a mapping")
 
-    known = set(_SCALARS) | {"retention", "targets", "verify_required_tables"}
+    known = set(_SCALARS) | {"retention", "targets", "verify_required_tables", "encryption"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown setting in {cfg_path} (known: {', '.join(sorted(known))})")
@@ -219,8 +233,35 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
         required_tables = _parse_required_tables([p.strip() for p in env[env_name].split(",") if p.strip()], env_name)
     else:
         required_tables = _parse_required_tables(raw.get("verify_required_tables", ["public.users"]), str(cfg_path))
+    encryption = _parse_encryption(raw.get("encryption") or {}, env, str(cfg_path))
     return Config(**values, retention=retention, targets=targets, verify_required_tables=required_tables,
-                  source=str(cfg_path))
+                  encryption=encryption, source=str(cfg_path))
+
+
+def _parse_encryption(raw: Any, env: Mapping[str, str], source: str) -> Encryption:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"encryption: must be a mapping of recipients, identity_conn_id ({source})")
+    unknown = sorted(set(raw) - {"recipients", "identity_conn_id"})
+    if unknown:
+        raise ConfigError(f"encryption.{unknown[0]}: unknown setting (known: identity_conn_id, recipients)")
+    env_name = ENV_PREFIX + "ENCRYPTION_RECIPIENTS"
+    if env_name in env:  # comma-separated in the environment; empty: not encrypted
+        recipients, where = [p.strip() for p in env[env_name].split(",") if p.strip()], env_name
+    else:
+        recipients, where = raw.get("recipients") or [], "encryption.recipients"
+    if not isinstance(recipients, list):
+        raise ConfigError(f"encryption.recipients: must be a list of age public keys (age1...), got {recipients!r}")
+    from pg_dataops.common.age import check_recipients
+
+    try:
+        checked = check_recipients(recipients, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    identity_conn_id = env.get(ENV_PREFIX + "ENCRYPTION_IDENTITY_CONN_ID") or raw.get("identity_conn_id") \
+        or Encryption.identity_conn_id
+    if not isinstance(identity_conn_id, str) or not identity_conn_id.strip():
+        raise ConfigError("encryption.identity_conn_id: must be a non-empty connection id")
+    return Encryption(recipients=checked, identity_conn_id=identity_conn_id)
 
 
 def _validate_scalars(v: dict[str, Any]) -> None:

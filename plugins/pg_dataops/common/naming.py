@@ -8,11 +8,18 @@ import zoneinfo
 
 TIERS = ("daily", "weekly", "monthly")
 TIER_CHOICES = ("auto", *TIERS)
-# {target}_{tier}_{YYYYmmdd_HHMMSS}{ext}; the tier and the stamp anchor a target that contains '_'.
+# {target}_{tier}_{YYYYmmdd_HHMMSS}{ext}[.age]; the tier and the stamp anchor a target that contains '_'.
+# '.age': the artifact is encrypted (common.age); its manifest says for whom.
 _NAME_RE = re.compile(
     r"^(?P<target>[a-z][a-z0-9_]*)_(?P<tier>daily|weekly|monthly)_(?P<stamp>\d{8}_\d{6})"
-    r"(?P<ext>\.dump|\.tar|\.sql\.gz|\.sql)$"
+    r"(?P<ext>\.dump|\.tar|\.sql\.gz|\.sql)(?P<age>\.age)?$"
 )
+ENCRYPTED_SUFFIX = ".age"
+
+
+def is_encrypted_name(file: str) -> bool:
+    """The backup file name says it is an age-encrypted artifact."""
+    return file.endswith(ENCRYPTED_SUFFIX)
 
 
 def tier_for(moment: dt.datetime, timezone: str) -> str:

@@ -8,15 +8,24 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule
 
-from pg_dataops.airflow.base import StepOperator, catalog_connection, pg_conn, post_slack, s3_client, task_ids
+from pg_dataops.airflow.base import (
+    StepOperator,
+    age_identity,
+    catalog_connection,
+    pg_conn,
+    post_slack,
+    s3_client,
+    task_ids,
+)
 from pg_dataops.common.config import Config
-from pg_dataops.common.errors import VerificationFailed
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# Parsed with the DAG file: boto3 and psycopg come in through fetch, verify and rto, imported
-# inside the methods to keep parsing fast.
+# Parsed with the DAG file: boto3 and psycopg come in through fetch, restore and rto, imported
+# inside the methods to keep parsing fast. The age identity (an encrypted backup's key) is read by
+# download and restore only, and only when the manifest says the backup is encrypted: it is passed as
+# a reader, never returned or pushed to XCom.
 
 
 class FindLatestBackupOperator(StepOperator):
@@ -34,7 +43,8 @@ class FindLatestBackupOperator(StepOperator):
 
 
 class DownloadBackupOperator(StepOperator):
-    """Downloads it from S3 while hashing; it must match its .sha256 and its manifest."""
+    """Downloads it from S3 while hashing; it must match its .sha256 and its manifest. An encrypted backup
+    is downloaded only once the identity connection is proven to open it."""
 
     template_fields: Sequence[str] = ("latest",)
 
@@ -43,34 +53,31 @@ class DownloadBackupOperator(StepOperator):
 
         dest = fetch.drill_dir(cfg.local_root, context["ti"].run_id, self.latest["target"])
         self.waiting_for = f"the download of s3://{cfg.bucket}/{self.latest['key']}"
-        got = fetch.download_and_check(s3_client(cfg.s3_conn_id), cfg.bucket, self.latest["key"],
-                                       self.latest["manifest"], dest)
+        got = fetch.fetch_backup(s3_client(cfg.s3_conn_id), cfg.bucket, self.latest["key"], self.latest["manifest"],
+                                 dest, identity=lambda: age_identity(cfg),
+                                 identity_conn_id=cfg.encryption.identity_conn_id)
         self.log.info("downloaded %s: %s bytes in %.1f s, SHA-256 matches", got["path"], got["size"],
                       got["download_seconds"])
         return {**got, "target": self.latest["target"]}
 
 
 class RestoreDrillOperator(StepOperator):
-    """Restores with parallel jobs into the scratch database and runs the same checks as pg_backup."""
+    """Restores with parallel jobs into the scratch database and runs the same checks as pg_backup; an
+    encrypted download is decrypted into the drill's folder first and the plaintext removed afterwards."""
 
     template_fields: Sequence[str] = ("latest", "download", "scratch")
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops.backup import verify  # lazy: see the note at the top
+        from pg_dataops.drill import restore  # lazy: see the note at the top
 
         doc = self.latest["manifest"]
         self.waiting_for = f"the restore of {doc['file']} into {self.scratch['database']} and its checks"
-        result = verify.verify_backup(
+        return restore.restore_drill(
             pg_conn(self.scratch["conn_id"], None, "restore-test server", cfg=cfg), self.scratch["database"],
-            self.download["path"], fmt=doc.get("format", "custom"), expected_counts=doc.get("table_counts", {}),
-            backup_server_version_num=int(doc.get("server_version_num") or 0), jobs=cfg.restore_jobs,
-            pg_bin_root=cfg.pg_bin_root, required_tables=cfg.verify_required_tables,
-            timeout=cfg.task_timeout_minutes * 60,
-        ).to_dict()
-        if not result["verified"]:
-            raise VerificationFailed(f"{doc['file']} restored but does not match its manifest: "
-                                     + "; ".join(result["mismatches"][:5]))
-        return result
+            self.download["path"], doc, identity=lambda: age_identity(cfg),
+            identity_conn_id=cfg.encryption.identity_conn_id, jobs=cfg.restore_jobs, pg_bin_root=cfg.pg_bin_root,
+            required_tables=cfg.verify_required_tables, timeout=cfg.task_timeout_minutes * 60,
+        )
 
 
 class RecordDrillOperator(StepOperator):
@@ -92,7 +99,8 @@ class RecordDrillOperator(StepOperator):
         from pg_dataops.drill import fetch, rto  # lazy: see the note at the top
 
         if self.download:
-            fetch.remove_download(self.download["path"])  # the downloaded copy is only for this drill
+            # The downloaded copy (and an encrypted one's plaintext) is only for this drill.
+            fetch.remove_download(self.download["path"])
         ti = context["ti"]
         pg = catalog_connection(cfg)
         try:

@@ -1,6 +1,7 @@
 """The drill's outcome: its ``restore_drills`` row, the measured RTO judged, and the Slack text. Airflow-free.
 
-The measured RTO of a logical restore is download + restore + checks. It is recorded next to the
+The measured RTO of a logical restore is download + restore + checks; for an encrypted backup the
+restore includes its decryption (``age -d``), which the restore step counts in ``restore_seconds``. It is recorded next to the
 objective (a failed drill is recorded too, with its cause), and judged against the objective and against
 its own least-squares trend over the earlier drills.
 """
@@ -99,11 +100,15 @@ def drill_text(target: str, doc: dict, download: dict, restore: dict, restore_jo
                verdict: RtoVerdict) -> str:
     """The Slack report of a successful drill: what was restored and proven, where the time went, the verdict."""
     icon = ":white_check_mark:" if verdict.status == "ok" else ":warning:"
-    return (f"{icon} Restore drill of {target}: {doc['file']} from S3, {doc['size'] / 1e6:,.1f} MB, "
+    encrypted = ", age-encrypted" if restore.get("encrypted") else ""
+    # The decryption is part of the restore's time (the RTO): shown inside it, not beside it.
+    decrypted = (f", of which age -d {fmt_duration(restore['decrypt_seconds'])}"
+                 if restore.get("encrypted") else "")
+    return (f"{icon} Restore drill of {target}: {doc['file']} from S3{encrypted}, {doc['size'] / 1e6:,.1f} MB, "
             f"{restore['tables_found']} tables and {restore['rows_checked']:,} rows match its manifest, "
             f"amcheck {restore['amcheck']}\n"
             f"download {fmt_duration(download['download_seconds'])} + restore "
-            f"{fmt_duration(restore['restore_seconds'])} (-j{restore_jobs}) + checks "
+            f"{fmt_duration(restore['restore_seconds'])} (-j{restore_jobs}{decrypted}) + checks "
             f"{fmt_duration(restore['check_seconds'])}\n{verdict.message}")
 
 

@@ -51,6 +51,7 @@ def monitor_settings(cfg: Config) -> MonitorSettings:
         min_free_bytes=cfg.monitor_min_free_gb * GiB,
         targets=tuple(cfg.target_names),
         timezone=cfg.timezone,
+        encryption_recipients=cfg.encryption.recipients,
     )
 
 

@@ -5,6 +5,10 @@
 resolves a passing one under the same ``dedup_key``; :mod:`pg_dataops.observe.report` lists the failing
 ones as overdue.
 
+Encryption: the newest SUCCESS backup of each target must be client-side encrypted (``backup_logs.encrypted``
+true; false and NULL, a row from before the column, are not): a warning while it is not, cleared by the
+first encrypted backup. Running without recipients is allowed, but never silently.
+
 Freshness counts the newest SUCCESS backup of ANY tier: on Sundays and the 1st the weekly or monthly
 run replaces the daily one and every scheduled run is a full dump, so the runbook's
 ``backup_type = 'daily'`` filter would page every Monday and every 2nd.
@@ -33,7 +37,8 @@ CHECK_SIZE = "backup_size_deviation"
 CHECK_FREE_SPACE = "local_free_space"
 CHECK_UPLOAD = "upload_missing"
 CHECK_VERIFICATION = "verification_missing"
-CHECKS = (CHECK_BACKUP_AGE, CHECK_SIZE, CHECK_FREE_SPACE, CHECK_UPLOAD, CHECK_VERIFICATION)
+CHECK_ENCRYPTION = "not_encrypted"
+CHECKS = (CHECK_BACKUP_AGE, CHECK_SIZE, CHECK_FREE_SPACE, CHECK_UPLOAD, CHECK_VERIFICATION, CHECK_ENCRYPTION)
 
 PAGE = "page"  # PagerDuty
 WARN = "warn"  # Slack
@@ -56,6 +61,8 @@ class MonitorSettings:
     size_window: int = 7
     size_min_previous: int = 3
     timezone: str = "UTC"  # of the times in messages
+    # encryption.recipients (public keys): only to say, in the message, whether the next backup will be encrypted
+    encryption_recipients: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("max_backup_age_hours", "size_deviation_pct", "lookback_hours"):
@@ -116,6 +123,7 @@ def evaluate(pg: psycopg.Connection, now: dt.datetime, settings: MonitorSettings
         ).fetchall()
     tz = zoneinfo.ZoneInfo(settings.timezone)
     findings = [check_backup_age(row, now, settings, tz) for row in fresh]
+    findings += [check_encryption(row, settings, tz) for row in fresh]
     if not targets:
         findings.append(_no_target_finding(settings))
     for target in targets:
@@ -165,6 +173,29 @@ def _no_target_finding(settings: MonitorSettings) -> Finding:
     )
     return Finding(CHECK_BACKUP_AGE, NO_TARGET, False, PAGE, message, dedup_key(CHECK_BACKUP_AGE, NO_TARGET),
                    {"threshold_hours": settings.max_backup_age_hours})
+
+
+# --- encryption ----------------------------------------------------------------------------------
+
+
+def check_encryption(row: dict[str, Any], settings: MonitorSettings, tz: dt.tzinfo) -> Finding:
+    """The newest successful backup of a target is client-side encrypted, or a warning saying why not."""
+    target = row["target"]
+    details: dict[str, Any] = {"recipients_configured": len(settings.encryption_recipients)}
+    if row["success_date"] is None:  # nothing to judge; the freshness check pages about it
+        message = f"no successful backup of {target} to check for client-side encryption"
+        return Finding(CHECK_ENCRYPTION, target, True, WARN, message, dedup_key(CHECK_ENCRYPTION, target), details)
+    encrypted = row["success_encrypted"] is True
+    which = f"the newest backup of {target} ({row['success_tier']}, {fmt_time(row['success_date'], tz)})"
+    if encrypted:
+        message = f"{which} is client-side encrypted (age)"
+    elif settings.encryption_recipients:
+        message = f"{which} is not client-side encrypted (encryption.recipients is set: the next backup will be)"
+    else:
+        message = f"{which} is not client-side encrypted (encryption.recipients is empty)"
+    details.update(encrypted=row["success_encrypted"], last_success=_iso(row["success_date"]),
+                   last_success_file=row["success_file"])
+    return Finding(CHECK_ENCRYPTION, target, encrypted, WARN, message, dedup_key(CHECK_ENCRYPTION, target), details)
 
 
 # --- (b) size deviation --------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def daily_report(cfg: Config, pg: psycopg.Connection, s3_client, now: dt.datetim
     storage = s3.usage_by_tier(s3_client, cfg.bucket, cfg.prefix)
     findings = monitor.evaluate(pg, now, alerts.monitor_settings(cfg), cfg.local_root)
     return build_report(pg, now, rto_objective_seconds=cfg.rto_objective_seconds, storage_by_tier=storage,
-                        findings=findings, timezone=cfg.timezone)
+                        findings=findings, timezone=cfg.timezone, encryption_recipients=cfg.encryption.recipients)
 
 
 def build_report(
@@ -76,12 +76,14 @@ def build_report(
     timezone: str = "UTC",
     window_hours: float = 24,
     trend_days: int = 30,
+    encryption_recipients: Sequence[str] = (),
 ) -> Report:
     """The report as of ``now`` (timezone-aware).
 
     ``storage_by_tier``: ``{"daily": {"bytes": int, "objects": int}, ...}`` (``objects`` optional),
     or None when S3 was not listed. ``findings``: from ``monitor.evaluate``, for "overdue"; None
-    says the checks were not run.
+    says the checks were not run. ``encryption_recipients``: the configured age public keys, for the
+    encryption line (whether the window's backups were client-side encrypted comes from the catalog).
     """
     if now.tzinfo is None:
         raise ValueError("build_report needs a timezone-aware 'now'")
@@ -108,6 +110,7 @@ def build_report(
     for section in (
         _recent_section(recent, window_hours, tz),
         _verification_section(recent, tz),
+        _encryption_section(recent, encryption_recipients, tz),
         _rto_section(drills, rto_objective_seconds, tz),
         _storage_section(storage_by_tier),
         _overdue_section(findings),
@@ -172,6 +175,33 @@ def _verification_section(rows: list[dict], tz: dt.tzinfo) -> tuple[str, list[st
             "not_verified": [{"target": r["target"], "tier": r["backup_type"],
                               "backup_date": r["backup_date"].isoformat()} for r in unverified]}
     return "verification", [text], data
+
+
+def _encryption_section(rows: list[dict], recipients: Sequence[str], tz: dt.tzinfo) -> tuple[str, list[str], Any]:
+    """Whether the window's successful backups were client-side encrypted (``encrypted`` true; false or NULL
+    is S3 server-side encryption only), with the configured recipients."""
+    good = [r for r in rows if r["status"] == "SUCCESS"]
+    plain = [r for r in good if r["encrypted"] is not True]
+    keys = f"age, {len(recipients)} recipient{'s' if len(recipients) != 1 else ''}" if recipients \
+        else "encryption.recipients is empty"
+    if not good:
+        text = f"*Encryption*: no successful backup in the window ({keys})"
+    elif not plain:
+        text = f"*Encryption*: {keys}: {len(good)} of {len(good)} successful backups client-side encrypted"
+        if not recipients:
+            text = (f"*Encryption*: age: {len(good)} of {len(good)} successful backups client-side encrypted, but "
+                    "encryption.recipients is empty now: the next ones will NOT be")
+    elif len(plain) == len(good):
+        text = (f"*Encryption*: :warning: NOT client-side encrypted (S3 SSE only): {len(good)} of {len(good)} "
+                f"successful backups ({keys})")
+    else:
+        text = (f"*Encryption*: :warning: {len(good) - len(plain)} of {len(good)} successful backups client-side "
+                f"encrypted ({keys}); NOT client-side encrypted (S3 SSE only): " + ", ".join(
+                    f"{slack_escape(r['target'])} {r['backup_type']} {fmt_time(r['backup_date'], tz)}" for r in plain))
+    data = {"recipients": len(recipients), "successful": len(good), "encrypted": len(good) - len(plain),
+            "not_encrypted": [{"target": r["target"], "tier": r["backup_type"],
+                               "backup_date": r["backup_date"].isoformat()} for r in plain]}
+    return "encryption", [text], data
 
 
 def _rto_section(drills: list[dict], objective: float, tz: dt.tzinfo) -> tuple[str, list[str], Any]:

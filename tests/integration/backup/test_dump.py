@@ -96,17 +96,6 @@ def test_missing_client_major_is_named(cluster, tmp_path):
     assert os.listdir(tmp_path / "o") == []
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
-
-
 def test_disk_full_leaves_nothing(cluster, tiny_disk):
     with pytest.raises(DiskFull, match="local disk full while writing .*partial file was removed"):
         run_dump(cluster.conn("glimpse"), str(tiny_disk / "daily"), "glimpse_daily_x", compression=0)

@@ -20,9 +20,11 @@ from pg_dataops.catalog import backup_logs, rebuild
 from pg_dataops.catalog.rebuild import NoManifestsFound
 from pg_dataops.common import pg as pgtools
 
+from tests.support.age_keys import encrypt, encryption_block, keypair, sha256_hex
 from tests.support.catalog import fresh_catalog
 from tests.support.s3_manifests import (
     COLUMNS,
+    DUMP_BODY,
     EXPECTED_SKIPPED,
     GOOD,
     MISSING,
@@ -45,6 +47,16 @@ def manifests(s3, bucket):
     client = s3.client()
     put_manifests(client, bucket)
     return client
+
+
+def rebuild_into_fresh_catalog(cluster, client, bucket: str):
+    """(database, RebuildResult) of a rebuild into a new, empty catalog database."""
+    dbname = fresh_catalog(cluster, "catalog_rebuild")
+    pg = pgtools.connect(cluster.conn(dbname))
+    try:
+        return dbname, rebuild.rebuild_catalog(client, bucket, PREFIX, pg)
+    finally:
+        pg.close()
 
 
 def test_rebuild_exact_rows_skipped_list_and_idempotent(cluster, manifests, bucket):
@@ -127,12 +139,7 @@ def test_duplicate_run_identity_is_skipped_not_guessed(cluster, s3, bucket):
             verification={"verified": True, "checked_at": "2026-11-24T17:03:10Z"}, run_id="manual__x")
     for d in (a, b):
         client.put_object(Bucket=bucket, Key=d["s3"]["key"] + ".json", Body=manifest.dumps(d).encode())
-    dbname = fresh_catalog(cluster, "catalog_rebuild")
-    pg = pgtools.connect(cluster.conn(dbname))
-    try:
-        result = rebuild.rebuild_catalog(client, bucket, PREFIX, pg)
-    finally:
-        pg.close()
+    dbname, result = rebuild_into_fresh_catalog(cluster, client, bucket)
     assert result.recorded == 0 and [s["key"] for s in result.skipped] == [a["s3"]["key"] + ".json",
                                                                           b["s3"]["key"] + ".json"]
     assert result.skipped[0]["reason"] == (f"same dag_id/run_id/target (pg_backup, manual__x, glimpse) as "
@@ -164,3 +171,40 @@ def test_command_line(cluster, s3, manifests, bucket):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["skipped"] == EXPECTED_SKIPPED
     assert [r[1:] for r in rebuilt_rows(cluster, dbname)] == expected_rows(bucket)
+
+
+def test_rebuild_of_an_encrypted_backup_records_it_as_encrypted(cluster, s3, bucket, tmp_path):
+    """A real .dump.age (the stock age CLI) with its manifest's encryption block; beside it a plaintext backup
+    and a .age manifest that records no encryption (skipped, not guessed)."""
+    client = s3.client()
+    plain = tmp_path / "x.dump"
+    plain.write_bytes(DUMP_BODY)
+    a, b = keypair(tmp_path, "a"), keypair(tmp_path, "b")
+    sealed = tmp_path / "x.dump.age"
+    encrypt(plain, sealed, [a.recipient, b.recipient])
+    body = sealed.read_bytes()
+    enc_file = "glimpse_daily_20261128_020000.dump.age"
+    enc = doc(enc_file, "daily", "2026-11-27T17:00:01Z", run_id="scheduled__2026-11-27T17:00:00+00:00",
+              verification={"verified": True, "checked_at": "2026-11-27T17:04:00Z"})
+    enc.update(size=len(body), checksum=sha256_hex(body), encryption=encryption_block([a.recipient, b.recipient]))
+    old = doc(GOOD, "daily", "2026-11-23T17:00:01.5Z", run_id="scheduled__2026-11-23T17:00:00+00:00",
+              verification={"verified": True, "checked_at": "2026-11-23T17:03:10Z"})
+    del old["encryption"]  # a manifest from before encryption: no key at all
+    unmarked = doc("glimpse_daily_20261129_020000.dump.age", "daily", "2026-11-28T17:00:01Z",
+                   run_id="scheduled__2026-11-28T17:00:00+00:00", verification={"verified": True})
+    for d, data in ((enc, body), (old, DUMP_BODY), (unmarked, body)):
+        key = f"{PREFIX}/daily/{d['file']}"
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+        client.put_object(Bucket=bucket, Key=key + ".sha256", Body=manifest.sha256_line(d["checksum"], d["file"]).encode())
+        client.put_object(Bucket=bucket, Key=key + ".json", Body=json.dumps(d).encode())
+    dbname, result = rebuild_into_fresh_catalog(cluster, client, bucket)
+    assert (result.recorded, result.success, result.dump_problems) == (2, 2, [])
+    assert result.skipped == [{"key": f"{PREFIX}/daily/glimpse_daily_20261129_020000.dump.age.json",
+                               "reason": "manifest: file glimpse_daily_20261129_020000.dump.age ends in .age but no "
+                                         "encryption is recorded"}]
+    rows = {r[5]: dict(zip(COLUMNS, r[1:], strict=True)) for r in rebuilt_rows(cluster, dbname)}
+    assert set(rows) == {enc_file, GOOD}
+    e = rows[enc_file]
+    assert (e["status"], e["verified"], e["encrypted"], e["s3_key"], e["file_size_bytes"], e["checksum_sha256"]) == (
+        "SUCCESS", True, True, f"{PREFIX}/daily/{enc_file}", len(body), sha256_hex(body))
+    assert (rows[GOOD]["status"], rows[GOOD]["encrypted"]) == ("SUCCESS", False)

@@ -56,8 +56,12 @@ def test_no_backup_at_all_pages(pg, tmp_path):
         "pg_backup_monitor/backup_size_deviation/glimpse",
         "pg_backup_monitor/upload_missing/glimpse",
         "pg_backup_monitor/verification_missing/glimpse",
+        "pg_backup_monitor/not_encrypted/glimpse",
         f"pg_backup_monitor/local_free_space/{tmp_path}",
     ])
+    enc = found["pg_backup_monitor/not_encrypted/glimpse"]
+    assert (enc.ok, enc.severity, enc.message) == (True, "warn", "no successful backup of glimpse to check for "
+                                                                 "client-side encryption")
     json.dumps([x.to_dict() for x in found.values()])  # XCom-safe
 
 
@@ -151,9 +155,9 @@ def test_upload_and_verification_missing_warn_then_clear(pg, tmp_path):
     ver = found["pg_backup_monitor/verification_missing/glimpse"]
     assert (up.ok, up.severity, ver.ok, ver.severity) == (False, "warn", False, "warn")
     assert up.message == ("upload missing for 1 of 1 successful backup of glimpse in the last 24 h (threshold 0): "
-                          "glimpse_daily_20261125_020000.dump (2026-11-25 02:00 UTC)")
+                          "glimpse_daily_20261125_020000.dump.age (2026-11-25 02:00 UTC)")
     assert ver.message == ("verification missing for 1 of 1 successful backup of glimpse in the last 24 h "
-                           "(threshold 0): glimpse_daily_20261125_020000.dump (2026-11-25 02:00 UTC)")
+                           "(threshold 0): glimpse_daily_20261125_020000.dump.age (2026-11-25 02:00 UTC)")
 
     add_backup(pg, when, uploaded=True, verified=True, run_id="r1")
     found = run(pg, tmp_path)
@@ -218,3 +222,61 @@ def test_settings_name_the_bad_field(kwargs, message):
 def test_naive_now_is_refused(pg, tmp_path):
     with pytest.raises(ValueError, match="timezone-aware"):
         monitor.evaluate(pg, NOW.replace(tzinfo=None), SETTINGS, str(tmp_path))
+
+
+# --- client-side encryption --------------------------------------------------------------------------
+
+ENC_KEY = "pg_backup_monitor/not_encrypted/glimpse"
+
+
+def test_an_unencrypted_newest_backup_warns_until_an_encrypted_one_succeeds(pg, tmp_path):
+    """The catalog's own rows: an old encrypted backup does not excuse a newer plaintext one; NULL (a row from
+    before the column) is not encrypted; a newer FAILED attempt changes nothing; an encrypted success clears."""
+    add_backup(pg, dt.datetime(2026, 11, 23, 2, tzinfo=UTC), encrypted=True, run_id="r1")
+    add_backup(pg, dt.datetime(2026, 11, 24, 2, tzinfo=UTC), encrypted=False, run_id="r2")
+    f = run(pg, tmp_path)[ENC_KEY]
+    assert (f.check, f.target, f.ok, f.severity) == ("not_encrypted", "glimpse", False, "warn")
+    assert f.message == ("the newest backup of glimpse (daily, 2026-11-24 02:00 UTC) is not client-side encrypted "
+                         "(encryption.recipients is empty)")
+    assert f.details == {"recipients_configured": 0, "encrypted": False, "last_success": "2026-11-24T02:00:00+00:00",
+                         "last_success_file": "glimpse_daily_20261124_020000.dump"}
+
+    pg.execute("UPDATE backup_logs SET encrypted = NULL WHERE run_id = 'r2'")  # a row from before the column
+    seoul = MonitorSettings(targets=("glimpse",), timezone="Asia/Seoul",
+                            encryption_recipients=("age1" + "q" * 58, "age1" + "p" * 58))
+    f = run(pg, tmp_path, seoul)[ENC_KEY]
+    assert not f.ok and f.message == ("the newest backup of glimpse (daily, 2026-11-24 11:00 KST) is not client-side "
+                                      "encrypted (encryption.recipients is set: the next backup will be)")
+
+    add_backup(pg, dt.datetime(2026, 11, 25, 1, tzinfo=UTC), status="FAILED", error="dump: boom", step="dump",
+               run_id="r3")
+    assert run(pg, tmp_path)[ENC_KEY].ok is False
+
+    add_backup(pg, dt.datetime(2026, 11, 25, 2, tzinfo=UTC), tier="weekly", encrypted=True, run_id="r4")
+    f = run(pg, tmp_path)[ENC_KEY]
+    assert f.ok and f.message == ("the newest backup of glimpse (weekly, 2026-11-25 02:00 UTC) is client-side "
+                                  "encrypted (age)")
+
+
+def test_the_encryption_warning_is_posted_once_and_cleared_once(pg, tmp_path):
+    from pg_dataops.observe import alerts
+
+    add_backup(pg, dt.datetime(2026, 11, 25, 2, tzinfo=UTC), encrypted=False, run_id="p1")
+    pg.execute("TRUNCATE monitor_alerts")
+    posted = []
+
+    def check():
+        alerts.check_and_alert(pg, NOW, SETTINGS, str(tmp_path), slack=posted.append,
+                               pagerduty=lambda event: pytest.fail(f"nothing pages here: {event}"))
+
+    check()
+    assert posted == [":warning: *PostgreSQL backups*: the newest backup of glimpse (daily, 2026-11-25 02:00 UTC) is "
+                      "not client-side encrypted (encryption.recipients is empty)"]
+    check()  # unchanged: not posted again
+    assert len(posted) == 1
+    add_backup(pg, dt.datetime(2026, 11, 25, 2, 30, tzinfo=UTC), encrypted=True, run_id="p2")
+    check()
+    assert posted[1:] == [":white_check_mark: cleared: the newest backup of glimpse (daily, 2026-11-25 02:30 UTC) is "
+                          "client-side encrypted (age)"]
+    state = pg.execute("SELECT failing FROM monitor_alerts WHERE dedup_key = %s", (ENC_KEY,)).fetchone()
+    assert state == (False,)

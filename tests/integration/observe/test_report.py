@@ -20,6 +20,7 @@ FIRST_DAY = dt.date(2026, 10, 27)  # 30 days ending on the report's day
 FAILED_DAY = dt.date(2026, 11, 10)
 WEEKLY_MIB = {dt.date(2026, 11, 8): 500, dt.date(2026, 11, 15): 600, dt.date(2026, 11, 22): 700}
 WEEKLY_SECONDS = {dt.date(2026, 11, 8): 120, dt.date(2026, 11, 15): 120, dt.date(2026, 11, 22): 180}
+RECIPIENTS = ("age1" + "q" * 58, "age1" + "p" * 58)  # the configured public keys (only counted)
 STORAGE = {"daily": {"bytes": 30 * GiB, "objects": 30}, "weekly": {"bytes": 12 * GiB, "objects": 12},
            "monthly": {"bytes": int(1.5 * GiB), "objects": 1}}
 
@@ -53,7 +54,8 @@ def pg(cluster):
 
 
 def build(pg, **kw):
-    args = {"rto_objective_seconds": 4 * 3600, "storage_by_tier": STORAGE, "timezone": "Asia/Seoul"} | kw
+    args = {"rto_objective_seconds": 4 * 3600, "storage_by_tier": STORAGE, "timezone": "Asia/Seoul",
+            "encryption_recipients": RECIPIENTS} | kw
     return report.build_report(pg, NOW, **args)
 
 
@@ -76,6 +78,7 @@ def test_report_text_for_a_30_day_history(pg):
         "&amp; no retry",
         ":white_check_mark: glimpse daily 2026-11-25 02:00 KST: 150.0 MiB in 1 min, uploaded, not verified",
         "*Verification*: 0 of 1 successful backups verified; not verified: glimpse daily 2026-11-25 02:00 KST",
+        "*Encryption*: age, 2 recipients: 1 of 1 successful backups client-side encrypted",
         "*RTO* (objective 4 h): glimpse: 1 h 2 min measured 2026-11-20 03:00 KST (daily backup) :white_check_mark:",
         "*Storage (S3)*: daily 30.0 GiB in 30 objects · weekly 12.0 GiB in 12 objects · "
         "monthly 1.5 GiB in 1 object · total 43.5 GiB",
@@ -148,9 +151,43 @@ def test_empty_catalog(cluster):
         "• weekly: 0 succeeded, 0 failed",
         "• monthly: 0 succeeded, 0 failed",
         "*Verification*: no successful backup in the window to verify",
+        "*Encryption*: no successful backup in the window (encryption.recipients is empty)",
         "*RTO* (objective 4 h): no restore drill recorded :warning:",
         "*Storage (S3)*: total 0 B",
         "*Overdue*: not checked (no monitor findings given)",
         "*30-day trend* (one column per day, 2026-10-27 to 2026-11-25, blank: no successful backup that day): "
         "no successful backup",
     ]
+
+
+def encryption_line(lines):
+    (line,) = [x for x in lines if x.startswith("*Encryption*")]
+    return line
+
+
+def test_the_encryption_line_says_when_backups_were_not_client_side_encrypted(pg):
+    newest = dt.datetime(2026, 11, 25, 2, 0, tzinfo=SEOUL)
+    pg.execute("UPDATE backup_logs SET encrypted = false WHERE backup_date = %s", (newest,))
+    try:
+        off = build(pg, encryption_recipients=())
+        assert encryption_line(off.text.splitlines()) == (
+            "*Encryption*: :warning: NOT client-side encrypted (S3 SSE only): 1 of 1 successful backups "
+            "(encryption.recipients is empty)")
+        assert off.data["encryption"] == {"recipients": 0, "successful": 1, "encrypted": 0, "not_encrypted": [
+            {"target": "glimpse", "tier": "daily", "backup_date": newest.astimezone(dt.UTC).isoformat()}]}
+        # A manual encrypted run after the plaintext one: mixed, and the plaintext one is named.
+        add_backup(pg, dt.datetime(2026, 11, 25, 4, 0, tzinfo=SEOUL), run_id="manual__enc", encrypted=True)
+        mixed = build(pg, encryption_recipients=RECIPIENTS[:1])
+        assert encryption_line(mixed.text.splitlines()) == (
+            "*Encryption*: :warning: 1 of 2 successful backups client-side encrypted (age, 1 recipient); NOT "
+            "client-side encrypted (S3 SSE only): glimpse daily 2026-11-25 02:00 KST")
+        # NULL (a row from before the column) is not encrypted either.
+        pg.execute("UPDATE backup_logs SET encrypted = NULL WHERE backup_date = %s", (newest,))
+        assert build(pg).data["encryption"]["encrypted"] == 1
+    finally:
+        pg.execute("DELETE FROM backup_logs WHERE run_id = 'manual__enc'")
+        pg.execute("UPDATE backup_logs SET encrypted = true WHERE backup_date = %s", (newest,))
+    turned_off = build(pg, encryption_recipients=())
+    assert encryption_line(turned_off.text.splitlines()) == (
+        "*Encryption*: age: 1 of 1 successful backups client-side encrypted, but encryption.recipients is empty "
+        "now: the next ones will NOT be")

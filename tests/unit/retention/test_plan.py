@@ -543,3 +543,68 @@ def test_s3_delete_errors_stop_and_say_exactly_what_was_deleted():
     assert exc.value.result.deleted == {first.display: first.paths, second.display: second.paths[1:]}
     report = format_report(p, exc.value.result)
     assert "PARTLY DELETED" in report and report.count("NOT DELETED") == len(p.delete) - 2
+
+
+# --- encrypted (.age) backups ---------------------------------------------------------------------
+
+SWITCH = dt.date(2026, 10, 15)  # encryption.recipients set: from this day on, every backup is .dump.age
+
+
+def test_encrypted_and_plaintext_backups_are_judged_alike_locally(tmp_path):
+    root = tmp_path / "backups"
+    specs = history(start=dt.date(2026, 6, 1), encrypted_from=SWITCH)
+    assert {s.ext for s in specs} == {".dump", ".dump.age"}
+    for s in specs:
+        write_local(root, s, verified=True)
+    lone = Spec("glimpse", "daily", dt.datetime(2026, 6, 20, 2, tzinfo=SEOUL), dt.datetime(2026, 6, 19, 17, tzinfo=UTC),
+                ext=".dump.age")
+    write_local(root, lone, parts=(".sha256",))  # a lone sidecar of an encrypted dump: an orphan, kept
+
+    items = list_local_backups(str(root), SEOUL_NAME)
+    by_file = {i.file: i for i in items}
+    assert set(by_file) == {s.file for s in specs} | {lone.file}
+    enc = next(s for s in specs if s.encrypted and s.tier == "daily")
+    assert by_file[enc.file].complete and by_file[enc.file].timestamp == enc.snapshot
+    assert by_file[enc.file].paths == [str(root / enc.local_rel) + x for x in ("", ".sha256", ".json")]
+
+    p = plan(items)
+    assert kept(p) == expected_survivors(specs, NOW) | {lone.file}
+    assert any(f.endswith(".dump.age") for f in deleted(p)) and any(f.endswith(".dump") for f in deleted(p))
+    (orphan,) = p.attention
+    assert orphan.item.file == lone.file and orphan.reason == "orphan: missing dump, .json; kept, check it"
+
+    result = apply_local(p, dry_run=False)
+    left = sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.is_file())
+    assert left == sorted([s.local_rel + x for s in specs if s.file in kept(p) for x in ("", ".sha256", ".json")]
+                          + [lone.local_rel + ".sha256"])
+    assert sorted(result.deleted_paths) == sorted(k for d in p.delete for k in d.item.paths)
+
+
+def test_encrypted_backups_in_s3_go_with_their_sidecars(moto_s3):
+    specs = history(start=dt.date(2026, 8, 1), encrypted_from=SWITCH)
+    for s in specs:
+        put(moto_s3, s)
+    items = list_s3_backups(moto_s3, BUCKET, PREFIX, SEOUL_NAME)
+    assert {i.file for i in items} == {s.file for s in specs} and all(i.complete for i in items)
+    p = plan(items)
+    assert kept(p) == expected_survivors(specs, NOW)
+    gone = [d for d in p.delete if d.item.file.endswith(".dump.age")]
+    assert gone and gone[0].item.paths == [gone[0].item.data, gone[0].item.data + ".sha256",
+                                           gone[0].item.data + ".json"]
+    apply_s3(moto_s3, BUCKET, p, dry_run=False)
+    left = {o["Key"] for o in moto_s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert left == {s.key + x for s in specs if s.file in kept(p) for x in ("", ".sha256", ".json")}
+
+
+def test_a_plaintext_and_an_encrypted_backup_of_the_same_moment_are_two_backups(tmp_path):
+    root = tmp_path / "backups"
+    local = dt.datetime(2026, 6, 2, 2, tzinfo=SEOUL)
+    plain = Spec("glimpse", "daily", local, local.astimezone(UTC))
+    sealed = replace(plain, ext=".dump.age")
+    newest = Spec("glimpse", "daily", dt.datetime(2027, 1, 5, 2, tzinfo=SEOUL), dt.datetime(2027, 1, 4, 17, tzinfo=UTC),
+                  ext=".dump.age")
+    for s in (plain, sealed, newest):
+        write_local(root, s, verified=True)
+    p = plan(list_local_backups(str(root), SEOUL_NAME))
+    assert deleted(p) == {plain.file, sealed.file} and kept(p) == {newest.file}
+    assert {d.item.file: len(d.item.paths) for d in p.delete} == {plain.file: 3, sealed.file: 3}
