@@ -10,10 +10,8 @@ stored, hashed and uploaded is the encrypted object; no plaintext byte reaches t
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import errno
-import hashlib
 import logging
 import os
 import re
@@ -30,11 +28,12 @@ import psycopg
 
 from pg_dataops.common import age, sqlfiles
 from pg_dataops.common import pg as pgtools
-from pg_dataops.common.errors import BackupError, DiskFull, DumpFailed, redact
+from pg_dataops.common.age import encryption_block
+from pg_dataops.common.errors import BackupError, DumpFailed
+from pg_dataops.common.stream import CHUNK, Sealed, StderrTail, disk_full, hashing_writer, stream_to_file, widen_pipe
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024  # read size of the streaming pass; memory stays flat whatever the database size
 EXTENSIONS = {"custom": ".dump", "directory": ".tar", "plain": ".sql"}
 
 
@@ -73,70 +72,6 @@ def artifact_name(basename: str, fmt: str, compression: int, encrypted: bool = F
     return basename + ext + (age.SUFFIX if encrypted else "")
 
 
-def encryption_block(recipients) -> dict[str, Any] | None:
-    """What the manifest and the catalog record about the encryption: format and public keys, or None."""
-    return {"format": age.FORMAT, "recipients": list(recipients)} if recipients else None
-
-
-class HashingWriter:
-    """A write-only file that computes the whole-file SHA-256 and per-part SHA-256s as it writes.
-
-    The per-part digests let the upload step check S3's composite checksum of a multipart object
-    without reading the file a second time.
-    """
-
-    def __init__(self, fileobj, part_size: int, on_part=None):
-        self._f = fileobj
-        self.part_size = part_size
-        # Called as on_part(number, offset, length, sha256_hex) once a part is in the file: the
-        # streaming upload sends it while the dump goes on.
-        self.on_part = on_part
-        self.sha = hashlib.sha256()
-        self._part = hashlib.sha256()
-        self._part_fill = 0
-        self.parts: list[str] = []
-        self.size = 0
-
-    def write(self, data) -> int:
-        view = memoryview(data)
-        written = len(view)
-        done = 0
-        while done < written:  # a raw (unbuffered) file may write less than asked
-            done += self._f.write(view[done:]) or 0
-        self.sha.update(view)
-        while len(view):
-            take = min(len(view), self.part_size - self._part_fill)
-            self._part.update(view[:take])
-            self._part_fill += take
-            view = view[take:]
-            if self._part_fill == self.part_size:
-                self._close_part()
-        self.size += written
-        return written
-
-    def _close_part(self) -> None:
-        self.parts.append(self._part.hexdigest())
-        if self.on_part:
-            number = len(self.parts)
-            self.on_part(number, (number - 1) * self.part_size, self._part_fill, self.parts[-1])
-        self._part = hashlib.sha256()
-        self._part_fill = 0
-
-    def finish(self) -> tuple[str, list[str]]:
-        if self._part_fill or not self.parts:
-            self._close_part()
-        return self.sha.hexdigest(), self.parts
-
-
-def _disk_full(path: str) -> DiskFull:
-    try:
-        free = shutil.disk_usage(os.path.dirname(path)).free
-        free_txt = f"{free / 1e6:.1f} MB free"
-    except OSError:
-        free_txt = "free space unknown"
-    return DiskFull(f"local disk full while writing {path} ({free_txt}); the partial file was removed")
-
-
 def _remove_quietly(path: str) -> None:
     try:
         if os.path.isdir(path):
@@ -153,24 +88,6 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class _StderrTail(threading.Thread):
-    """Keeps the last lines of pg_dump's stderr for the error message, and logs them."""
-
-    def __init__(self, stream, secret: str | None):
-        super().__init__(daemon=True)
-        self.stream, self.secret = stream, secret
-        self.lines: collections.deque[str] = collections.deque(maxlen=20)
-
-    def run(self) -> None:
-        for raw in iter(self.stream.readline, b""):
-            line = redact(raw.decode(errors="replace").rstrip(), self.secret)
-            self.lines.append(line)
-            log.info("pg_dump: %s", line)
-
-    def text(self) -> str:
-        return " | ".join(self.lines) or "(no message)"
 
 
 class _RowCounter(threading.Thread):
@@ -270,7 +187,7 @@ def run_dump(
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise _disk_full(out_dir) from None
+            raise disk_full(out_dir) from None
         raise BackupError(f"cannot create local backup directory {out_dir}: {exc.strerror}") from None
 
     final = os.path.join(out_dir, artifact_name(basename, fmt, compression, encrypted=bool(recipients)))
@@ -347,7 +264,7 @@ def _dump_in_snapshot(plan: _DumpPlan, pg: psycopg.Connection, argv: list[str],
     cancelled."""
     counter = _RowCounter(pg)
     proc = _start_pg_dump(plan, argv, major)
-    stderr = _StderrTail(proc.stderr, plan.conn.password)
+    stderr = StderrTail(proc.stderr, plan.conn.password, "pg_dump", keep=20)
     stderr.start()
     counter.start()  # counts run in the snapshot transaction while pg_dump streams
     watchdog = _Watchdog(proc, plan.timeout)
@@ -379,11 +296,11 @@ def _start_pg_dump(plan: _DumpPlan, argv: list[str], major: int) -> subprocess.P
     except OSError as exc:
         raise DumpFailed(f"cannot start {argv[0]}: {exc.strerror}") from None
     if proc.stdout is not None:
-        _widen_pipe(proc.stdout.fileno())
+        widen_pipe(proc.stdout.fileno())
     return proc
 
 
-def _finish_directory(plan: _DumpPlan, proc: subprocess.Popen, stderr: _StderrTail,
+def _finish_directory(plan: _DumpPlan, proc: subprocess.Popen, stderr: StderrTail,
                       watchdog: _Watchdog) -> tuple[str, list[str], int]:
     """pg_dump wrote a directory: once it exited cleanly, pack it into one tar, hashed while written."""
     _check_exit(plan, proc, watchdog.remaining(), stderr, watchdog, disk_full_at=plan.partial)
@@ -392,16 +309,16 @@ def _finish_directory(plan: _DumpPlan, proc: subprocess.Popen, stderr: _StderrTa
     return written
 
 
-def _finish_stream(plan: _DumpPlan, proc: subprocess.Popen, stderr: _StderrTail,
+def _finish_stream(plan: _DumpPlan, proc: subprocess.Popen, stderr: StderrTail,
                    watchdog: _Watchdog) -> tuple[str, list[str], int]:
     """pg_dump writes to its stdout: into the partial file, hashed (and streamed) as it comes."""
-    written = _stream_to_file(proc, plan.partial, plan.part_size, plan.uploader, plan.recipients)
+    written = stream_to_file(proc.stdout, plan.partial, plan.part_size, plan.uploader, plan.recipients)
     # Its output is closed: pg_dump is exiting, give it a moment, not forever.
     _check_exit(plan, proc, EXIT_GRACE, stderr, watchdog)
     return written
 
 
-def _check_exit(plan: _DumpPlan, proc: subprocess.Popen, wait: float | None, stderr: _StderrTail,
+def _check_exit(plan: _DumpPlan, proc: subprocess.Popen, wait: float | None, stderr: StderrTail,
                 watchdog: _Watchdog, disk_full_at: str | None = None) -> None:
     """pg_dump exited with 0 in time, or the error that says why not."""
     rc = _wait(proc, wait)
@@ -409,7 +326,7 @@ def _check_exit(plan: _DumpPlan, proc: subprocess.Popen, wait: float | None, std
     watchdog.check()
     if rc != 0:
         if disk_full_at and "No space left on device" in stderr.text():
-            raise _disk_full(disk_full_at)
+            raise disk_full(disk_full_at)
         raise _dump_failed(rc, stderr.text(), plan.lock_wait_timeout)
 
 
@@ -485,84 +402,19 @@ def _dump_failed(rc: int, stderr: str, lock_wait_timeout: int | None) -> DumpFai
     return DumpFailed(f"pg_dump exited with {rc}: {stderr}")
 
 
-def _widen_pipe(fd: int) -> None:
-    """A 1 MiB pipe instead of 64 KiB: pg_dump no longer stalls while we hash and write a chunk
-    (measured: ~1.3 s of a 10 s dump). Linux only; elsewhere the default pipe just costs time."""
-    import fcntl
-
-    if hasattr(fcntl, "F_SETPIPE_SZ"):
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
-        except OSError:
-            pass  # above /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
-
-
-class _Sealed:
-    """The writer the data goes to: the HashingWriter itself, or ``age`` in front of it.
-
-    ``close`` ends the encrypted stream (age writes its last chunk) before the hash is finished;
-    ``abort`` kills age, so a failed dump leaves no ``age`` process behind."""
-
-    def __init__(self, hashing: HashingWriter, recipients: Sequence[str]):
-        self.hashing = hashing
-        self.writer = age.wrap(hashing, recipients)
-
-    def __enter__(self):
-        return self.writer
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.writer is self.hashing:
-            return
-        if exc_type is None:
-            self.writer.close()
-        else:
-            self.writer.abort()
-
-
-def _hashing_writer(raw, path: str, part_size: int, uploader) -> HashingWriter:
-    if uploader is not None:
-        uploader.attach(path)
-    return HashingWriter(raw, part_size, on_part=uploader.submit_part if uploader is not None else None)
-
-
-def _stream_to_file(proc: subprocess.Popen, path: str, part_size: int, uploader=None,
-                    recipients: Sequence[str] = ()) -> tuple[str, list[str], int]:
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    try:
-        # 'xb': a leftover partial file from a crashed run is an error, not silently overwritten.
-        with open(path, "xb", buffering=0) as raw:
-            out = _hashing_writer(raw, path, part_size, uploader)
-            with _Sealed(out, recipients) as sink:
-                while True:
-                    n = proc.stdout.readinto(buf)
-                    if not n:
-                        break
-                    sink.write(view[:n])
-            os.fsync(raw.fileno())
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _disk_full(path) from None
-        if exc.errno == errno.EEXIST:
-            raise BackupError(f"{path} exists (left by an interrupted run?); remove it and retry") from None
-        raise
-    sha, parts = out.finish()
-    return sha, parts, out.size
-
-
 def _tar_directory(src: str, path: str, part_size: int, uploader=None,
                    recipients: Sequence[str] = ()) -> tuple[str, list[str], int]:
     """Pack a directory-format dump into one uncompressed tar (its members are already compressed)."""
     try:
         with open(path, "xb", buffering=0) as raw:
-            out = _hashing_writer(raw, path, part_size, uploader)
-            with _Sealed(out, recipients) as sink, tarfile.open(fileobj=sink, mode="w|", bufsize=CHUNK) as tar:
+            out = hashing_writer(raw, path, part_size, uploader)
+            with Sealed(out, recipients) as sink, tarfile.open(fileobj=sink, mode="w|", bufsize=CHUNK) as tar:
                 for name in sorted(os.listdir(src)):
                     tar.add(os.path.join(src, name), arcname=name)
             os.fsync(raw.fileno())
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _disk_full(path) from None
+            raise disk_full(path) from None
         raise
     sha, parts = out.finish()
     return sha, parts, out.size

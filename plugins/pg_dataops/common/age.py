@@ -186,6 +186,11 @@ class EncryptingWriter:
             return ""
 
 
+def encryption_block(recipients: Sequence[str]) -> dict | None:
+    """What a manifest and the catalog record about the encryption: format and public keys, or None."""
+    return {"format": FORMAT, "recipients": list(recipients)} if recipients else None
+
+
 def _identity_pipe(identity: str) -> int:
     """A pipe holding the identity, for ``age -i /dev/fd/N``; returns its read end (the caller closes it)."""
     read_fd, write_fd = os.pipe()
@@ -244,4 +249,4 @@ def wrap(sink, recipients: Sequence[str]):
 
 __all__ = ["FORMAT", "SUFFIX", "DecryptionFailed", "EncryptingWriter", "EncryptionError",
            "IdentityMismatch", "check_identity", "check_recipients", "decrypt_file", "decrypting_process",
-           "describe", "identity_recipients", "is_age_file", "wrap"]
+           "describe", "encryption_block", "identity_recipients", "is_age_file", "wrap"]

@@ -9,67 +9,21 @@ its own least-squares trend over the earlier drills.
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from pg_dataops.catalog import restore_drills
-from pg_dataops.common.errors import PermanentError
 from pg_dataops.common.formatting import fmt_duration
+from pg_dataops.common.rto import (  # noqa: F401 - the verdict and the outcome live in the kernel; re-exported
+    DrillOutcome,
+    RtoExceeded,
+    RtoVerdict,
+    assess_rto,
+)
 
 TREND_WINDOW = dt.timedelta(days=180)  # the earlier drills the trend is drawn through
-
-
-class RtoExceeded(PermanentError):
-    """The measured restore time is above the objective."""
-
-
-@dataclass(frozen=True)
-class RtoVerdict:
-    status: str  # "ok" | "exceeded" | "trend"
-    message: str
-    projected_seconds: float | None = None
-
-
-def assess_rto(measured_seconds: float, objective_seconds: float, history: list[tuple[dt.datetime, float]],
-               now: dt.datetime, *, horizon_days: int = 90, min_points: int = 4) -> RtoVerdict:
-    """Exceeded now, or heading past the objective within ``horizon_days`` by a least-squares trend.
-
-    ``history`` holds earlier successful drills (time, total seconds); the current one is added.
-    """
-    pct = 100.0 * measured_seconds / objective_seconds
-    measured, objective = fmt_duration(measured_seconds), fmt_duration(objective_seconds)
-    if measured_seconds > objective_seconds:
-        return RtoVerdict("exceeded", f"measured RTO {measured} exceeds the objective {objective} ({pct:.0f}%)")
-    points = [*history, (now, measured_seconds)]
-    trend = _trend(points, now, horizon_days) if len(points) >= min_points else None
-    if trend is not None:
-        slope, projected = trend
-        if slope > 0 and projected > objective_seconds:
-            reached_in = (objective_seconds - measured_seconds) / slope
-            return RtoVerdict(
-                "trend",
-                f"measured RTO {measured} is within the objective {objective} ({pct:.0f}%), but growing "
-                f"{fmt_duration(slope)} per day: it reaches the objective in about {reached_in:.0f} days",
-                projected_seconds=round(projected, 1),
-            )
-    return RtoVerdict("ok", f"measured RTO {measured} is within the objective {objective} ({pct:.1f}%)")
-
-
-def _trend(points: list[tuple[dt.datetime, float]], now: dt.datetime,
-           horizon_days: int) -> tuple[float, float] | None:
-    """(seconds per day, seconds projected ``horizon_days`` after ``now``) of the least-squares line, or
-    None when every point has the same time (no line to draw)."""
-    t0 = min(t for t, _ in points)
-    try:
-        slope, intercept = statistics.linear_regression([(t - t0).total_seconds() / 86400 for t, _ in points],
-                                                        [seconds for _, seconds in points])
-    except statistics.StatisticsError:
-        return None
-    return slope, intercept + slope * ((now - t0).total_seconds() / 86400 + horizon_days)
 
 
 def drill_row(*, target: str, latest: dict | None, download: dict | None, restore: dict | None,
@@ -110,27 +64,6 @@ def drill_text(target: str, doc: dict, download: dict, restore: dict, restore_jo
             f"download {fmt_duration(download['download_seconds'])} + restore "
             f"{fmt_duration(restore['restore_seconds'])} (-j{restore_jobs}{decrypted}) + checks "
             f"{fmt_duration(restore['check_seconds'])}\n{verdict.message}")
-
-
-@dataclass(frozen=True)
-class DrillOutcome:
-    """A recorded drill: its row (with ``id``), and for a successful drill the verdict and the Slack text."""
-
-    row: dict[str, Any]
-    verdict: RtoVerdict | None  # None: the drill failed
-    text: str  # the Slack report, or for a failed drill the line for the task log
-
-    @property
-    def result(self) -> dict[str, Any]:
-        """What the record task returns (its XCom)."""
-        if self.verdict is None:
-            return dict(self.row)
-        return {**self.row, "verdict": self.verdict.status, "message": self.verdict.message}
-
-    def raise_if_exceeded(self) -> None:
-        """An RTO above the objective fails the record task, which pages; a trend is only a warning."""
-        if self.verdict is not None and self.verdict.status == "exceeded":
-            raise RtoExceeded(f"restore drill of {self.row['target']}: {self.verdict.message}")
 
 
 def record_drill_outcome(pg: psycopg.Connection, *, target: str, latest: dict | None, download: dict | None,

@@ -13,34 +13,42 @@ one row per finding key, so the hourly monitor does not repeat itself:
 A key's new state is recorded only after its alert was delivered, so a failed post is retried by the
 next run (or the task's retry) instead of being lost. Delivery failures fail the run after every
 other key has been handled. The channels themselves are callables the operator passes in.
+
+The planner and the delivery loop live in :mod:`pg_dataops.common.alerting`, shared with the other checks
+(``pg_wal_archive_check``); the monitor is the :data:`MONITOR` source there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
-from pg_dataops.catalog import monitor_alerts
+from pg_dataops.common import alerting
+from pg_dataops.common.alerting import (  # noqa: F401 - re-exported: the monitor's tests and callers use them here
+    PAGE,
+    PD_GROUP,
+    PD_SOURCE,
+    PD_SUMMARY_CHARS,
+    WARN,
+    AlertDeliveryFailed,
+    AlertSource,
+    AlertStep,
+    Finding,
+    _step_for_finding,
+    _step_for_gone_key,
+    deliver,
+    pagerduty_summary,
+)
 from pg_dataops.common.config import Config
-from pg_dataops.common.errors import BackupError, redact
-from pg_dataops.common.formatting import slack_escape
-from pg_dataops.observe.monitor import PAGE, WARN, Finding, MonitorSettings, evaluate
+from pg_dataops.observe.monitor import DEDUP_PREFIX, MonitorSettings, evaluate
 
 log = logging.getLogger(__name__)
 
 GiB = 1024**3
-PD_SUMMARY_CHARS = 1024  # PagerDuty Events API v2 limit
-PD_SOURCE = "pg_dataops"
-PD_GROUP = "pg_backup_monitor"
-
-
-class AlertDeliveryFailed(BackupError):
-    """Slack or PagerDuty refused or could not be reached; the state was kept, the next run retries."""
 
 
 def monitor_settings(cfg: Config) -> MonitorSettings:
@@ -55,89 +63,13 @@ def monitor_settings(cfg: Config) -> MonitorSettings:
     )
 
 
-# --- the plan -------------------------------------------------------------------------------------
+# The monitor's keys: pg_backup_monitor/<check>/<target>.
+MONITOR = AlertSource(key_prefix=f"{DEDUP_PREFIX}/", pagerduty_title="Backup monitor", group=PD_GROUP)
 
 
-@dataclass(frozen=True)
-class AlertStep:
-    """What to do for one key: maybe send one event, then record (or forget) its state."""
-
-    dedup_key: str
-    severity: str  # PAGE or WARN
-    failing: bool  # the state to record once sent
-    message: str  # the fact and the threshold
-    send: str | None  # None, "slack", "pagerduty_trigger" or "pagerduty_resolve"
-    text: str = ""  # Slack text or PagerDuty summary
-    details: Mapping[str, Any] | None = None
-    target: str | None = None
-    forget: bool = False  # the key is gone: delete its row once the clear was sent
-
-    def pagerduty_event(self) -> dict[str, Any]:
-        """The Events API v2 fields of a ``pagerduty_*`` step (the routing key comes from the connection)."""
-        return {
-            "action": "trigger" if self.send == "pagerduty_trigger" else "resolve",
-            "summary": self.text,
-            "severity": "critical",
-            "source": PD_SOURCE,
-            "dedup_key": self.dedup_key,
-            "custom_details": {"message": self.message, **(self.details or {})},
-            "component": self.target,
-            "group": PD_GROUP,
-        }
-
-
-def plan_alerts(findings: Iterable[Finding], state: Mapping[str, Mapping[str, Any]]) -> list[AlertStep]:
-    """One step per finding (and per failing key no finding produced any more), given the last state.
-
-    ``state``: ``{dedup_key: {"failing": bool, "message": str, "severity": str}}`` from monitor_alerts.
-    """
-    steps: list[AlertStep] = []
-    seen: set[str] = set()
-    for f in findings:
-        seen.add(f.dedup_key)
-        steps.append(_step_for_finding(f, was_failing=bool(state.get(f.dedup_key, {}).get("failing"))))
-    for key, row in sorted(state.items()):
-        if key not in seen:
-            steps.append(_step_for_gone_key(key, row))
-    return steps
-
-
-def _step_for_finding(f: Finding, *, was_failing: bool) -> AlertStep:
-    details = {"check": f.check, "target": f.target, **f.details}
-    common = {"dedup_key": f.dedup_key, "severity": f.severity, "failing": not f.ok, "message": f.message,
-              "details": details, "target": f.target}
-    if f.severity == PAGE and not f.ok:
-        return AlertStep(send="pagerduty_trigger", text=pagerduty_summary(f"Backup monitor: {f.message}"), **common)
-    if f.severity == PAGE and was_failing:
-        return AlertStep(send="pagerduty_resolve", text=pagerduty_summary(f"cleared: {f.message}"), **common)
-    if f.severity == WARN and not f.ok and not was_failing:
-        return AlertStep(send="slack", text=f":warning: *PostgreSQL backups*: {slack_escape(f.message)}", **common)
-    if f.severity == WARN and f.ok and was_failing:
-        return AlertStep(send="slack", text=f":white_check_mark: cleared: {slack_escape(f.message)}", **common)
-    # An unchanged warning, or a page that passes and passed: just record that it was seen.
-    return AlertStep(send=None, **common)
-
-
-def _step_for_gone_key(key: str, row: Mapping[str, Any]) -> AlertStep:
-    """A key no check produces any more: cleared (if it was failing) and forgotten."""
-    if not row.get("failing"):  # gone while passing: nothing to clear, just forget it
-        return AlertStep(key, row.get("severity") or WARN, False, row.get("message") or "", None, forget=True)
-    message = f"{key} is no longer checked (its target or local_root left the configuration)"
-    last = row.get("message") or "no message recorded"
-    if row.get("severity") == PAGE:
-        return AlertStep(key, PAGE, False, message, "pagerduty_resolve", pagerduty_summary(f"cleared: {message}"),
-                         {"last_message": last}, forget=True)
-    return AlertStep(key, WARN, False, message, "slack",
-                     f":white_check_mark: cleared: {slack_escape(message)}; it last said: {slack_escape(last)}",
-                     forget=True)
-
-
-def pagerduty_summary(text: str) -> str:
-    """``text`` cut to the Events API's summary limit."""
-    return text if len(text) <= PD_SUMMARY_CHARS else text[: PD_SUMMARY_CHARS - 3] + "..."
-
-
-# --- the run ---------------------------------------------------------------------------------------
+def plan_alerts(findings, state, source: AlertSource = MONITOR) -> list[AlertStep]:
+    """:func:`pg_dataops.common.alerting.plan_alerts` for the monitor's keys by default."""
+    return alerting.plan_alerts(findings, state, source)
 
 
 def check_and_alert(pg: psycopg.Connection, now: dt.datetime, settings: MonitorSettings, local_root: str, *,
@@ -148,33 +80,7 @@ def check_and_alert(pg: psycopg.Connection, now: dt.datetime, settings: MonitorS
     either raises when it cannot deliver. Returns ``{"evaluated_at", "sent", "failing"}`` (JSON-safe);
     raises AlertDeliveryFailed, once every key was handled, when any alert was not delivered.
     """
-    findings = evaluate(pg, now, settings, local_root)
-    sent, failures = [], []
-    for step in plan_alerts(findings, monitor_alerts.load_state(pg)):
-        if step.send is not None:
-            try:
-                if step.send == "slack":
-                    slack(step.text)
-                else:
-                    pagerduty(step.pagerduty_event())
-            except Exception as exc:  # one unreachable channel must not hide the other alerts
-                reason = redact(f"{type(exc).__name__}: {exc}")
-                log.error("could not send %s for %s: %s", step.send, step.dedup_key, reason)
-                failures.append(f"{step.send} for {step.dedup_key}: {reason}")
-                continue  # keep the old state: the next run sends it again
-            sent.append({"dedup_key": step.dedup_key, "send": step.send})
-            log.info("%s sent for %s: %s", step.send, step.dedup_key, step.message)
-        _record(pg, step, now)
-    for f in findings:
-        log.info("%s %s [%s] %s", "ok     " if f.ok else "FAILING", f.dedup_key, f.severity, f.message)
-    if failures:
-        raise AlertDeliveryFailed(f"{len(failures)} alert(s) not delivered: " + "; ".join(failures))
-    return {"evaluated_at": now.isoformat(), "sent": sent, "failing": [f.to_dict() for f in findings if not f.ok]}
+    return deliver(pg, evaluate(pg, now, settings, local_root), now, slack=slack, pagerduty=pagerduty,
+                   source=MONITOR)
 
 
-def _record(pg: psycopg.Connection, step: AlertStep, now: dt.datetime) -> None:
-    if step.forget:
-        monitor_alerts.forget(pg, step.dedup_key)
-    else:
-        monitor_alerts.record(pg, step.dedup_key, failing=step.failing, message=step.message,
-                              severity=step.severity, now=now)

@@ -20,7 +20,7 @@ import datetime as dt
 import os
 import shutil
 import zoneinfo
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -28,6 +28,7 @@ from psycopg.rows import dict_row
 
 from pg_dataops.catalog import migrations
 from pg_dataops.common import sqlfiles
+from pg_dataops.common.alerting import PAGE, WARN, Finding  # noqa: F401 - re-exported for report and tests
 from pg_dataops.common.formatting import fmt_bytes, fmt_time
 
 DEDUP_PREFIX = "pg_backup_monitor"
@@ -40,8 +41,6 @@ CHECK_VERIFICATION = "verification_missing"
 CHECK_ENCRYPTION = "not_encrypted"
 CHECKS = (CHECK_BACKUP_AGE, CHECK_SIZE, CHECK_FREE_SPACE, CHECK_UPLOAD, CHECK_VERIFICATION, CHECK_ENCRYPTION)
 
-PAGE = "page"  # PagerDuty
-WARN = "warn"  # Slack
 
 # Shown when neither configured targets nor catalog rows name one: still a page, never silence.
 NO_TARGET = "*"
@@ -85,20 +84,6 @@ class MonitorSettings:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"MonitorSettings.timezone: unknown time zone {self.timezone!r}") from None
-
-
-@dataclass(frozen=True)
-class Finding:
-    check: str  # one of CHECKS
-    target: str  # a target name, or local_root for the free-space check
-    ok: bool
-    severity: str  # PAGE or WARN, also on ok findings: where the resolve goes
-    message: str  # the fact and the threshold
-    dedup_key: str
-    details: dict[str, Any] = field(default_factory=dict)  # JSON-safe (XCom)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def dedup_key(check: str, target: str) -> str:

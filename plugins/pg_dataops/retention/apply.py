@@ -11,7 +11,6 @@ target, or a failed listing). Anything it cannot read with certainty is kept and
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import logging
 import os
 import re
@@ -23,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pg_dataops.common import s3
 from pg_dataops.common.config import Config
+from pg_dataops.common.guards import s3_server_time  # noqa: F401 - re-exported
 from pg_dataops.common.naming import TIERS, parse_name
 from pg_dataops.common.s3 import describe_error
 from pg_dataops.retention import report
@@ -102,25 +102,6 @@ def list_s3_backups(client, bucket: str, prefix: str, timezone: str, *, max_work
         items.append(build_item(tier=tier, base=base, parts=parts, manifest_text=text, manifest_error=error,
                                 timezone=timezone, location=location, strip=prefix + "/"))
     return items
-
-
-def s3_server_time(client, bucket: str) -> dt.datetime:
-    """The S3 server's clock: the ``Date`` header of its answer to a HEAD of the bucket."""
-    try:
-        resp = client.head_bucket(Bucket=bucket)
-    except (ClientError, BotoCoreError) as exc:
-        raise RetentionError(f"cannot reach s3://{bucket} to read its clock: {describe_error(exc)}") from None
-    date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    try:
-        moment = email.utils.parsedate_to_datetime(date) if date else None
-    except (TypeError, ValueError):
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise RetentionRefused(
-            f"retention refused: S3 at {client.meta.endpoint_url} sent no usable Date header ({date!r}), so this "
-            "worker's clock cannot be checked against it"
-        )
-    return moment
 
 
 def apply_s3(client, bucket: str, plan: RetentionPlan, dry_run: bool) -> ApplyResult:

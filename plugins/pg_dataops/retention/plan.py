@@ -30,8 +30,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from pg_dataops.common.config import Config, Retention
-from pg_dataops.common.errors import BackupError, PermanentError
 from pg_dataops.common.formatting import fmt_time
+from pg_dataops.common.guards import (  # noqa: F401 - re-exported: retention's callers and tests use them here
+    _FALSE,
+    _TRUE,
+    RetentionError,
+    RetentionParamError,
+    RetentionRefused,
+    age_text,
+    as_bool,
+    check_clock,
+)
 from pg_dataops.common.naming import TIERS, parse_name, parse_timestamp
 
 KEEP = "keep"
@@ -41,22 +50,6 @@ SUFFIX = {"checksum": ".sha256", "manifest": ".json"}
 # A scheduled run names its file from the logical date and snapshots seconds later; a day apart is
 # no longer the same moment (a run cleared weeks late, a hand-edited manifest, a wrong clock).
 MAX_NAME_SKEW = dt.timedelta(days=1)
-
-
-class RetentionError(BackupError):
-    """Retention could not list or delete backups; the message says where and why (retried)."""
-
-
-class RetentionRefused(RetentionError, PermanentError):
-    """The listing looks wrong, so nothing is deleted; fails the task at once. ``plan`` is set when a plan was made."""
-
-    def __init__(self, message: str, plan: RetentionPlan | None = None):
-        super().__init__(message)
-        self.plan = plan
-
-
-class RetentionParamError(PermanentError):
-    """A run parameter (``dry_run``, ``max_delete_fraction``, ``targets``) is not a value retention accepts."""
 
 
 @dataclass(frozen=True)
@@ -375,26 +368,6 @@ def minimum_fraction(plan: RetentionPlan) -> float:
 # --- run-wide guards ------------------------------------------------------------------------------
 
 
-def check_clock(now: dt.datetime, server_time: dt.datetime, max_skew: dt.timedelta, *, server: str) -> None:
-    """RetentionRefused when this clock and the storage server's differ by more than ``max_skew``.
-
-    Every age is measured from ``now``: a worker clock 20 days fast ages every backup 20 days. Which
-    of the two clocks is wrong cannot be told from here, so either way nothing is deleted.
-    """
-    if now.tzinfo is None or server_time.tzinfo is None:
-        raise ValueError("check_clock needs timezone-aware times")
-    skew = now - server_time
-    if abs(skew) > max_skew:
-        direction = "ahead of" if skew > dt.timedelta(0) else "behind"
-        raise RetentionRefused(
-            f"retention refused: this worker's clock ({now.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC) is "
-            f"{_age(abs(skew))} {direction} the clock of {server} "
-            f"({server_time.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC), more than "
-            f"retention.max_future_skew_minutes ({max_skew.total_seconds() / 60:g}); every backup's age would be "
-            "wrong by as much. Fix the clock (NTP) of the worker or of the storage server"
-        )
-
-
 def check_recent_backups(
     backups: list[BackupItem], now: dt.datetime, targets: Collection[str], max_age: dt.timedelta, *,
     source: str, timezone: str | None = None,
@@ -419,7 +392,7 @@ def check_recent_backups(
         if b is None:
             stale.append(f"{target} has no verified backup in {source}")
         elif now - b.timestamp > max_age:
-            stale.append(f"the newest verified backup of {target} is {_age(now - b.timestamp)} old "
+            stale.append(f"the newest verified backup of {target} is {age_text(now - b.timestamp)} old "
                          f"({b.display}, {fmt_time(b.timestamp, tz)}), older than monitor_max_backup_age_hours "
                          f"({max_age.total_seconds() / 3600:g})")
     if stale:
@@ -430,21 +403,7 @@ def check_recent_backups(
     return newest
 
 
-def _age(delta: dt.timedelta) -> str:
-    """'20.0 days', '3.5 hours', '90 minutes': ages and clock skews in the units a human compares them in."""
-    hours = delta.total_seconds() / 3600
-    if hours >= 48:
-        return f"{hours / 24:.1f} days"
-    if hours >= 2:
-        return f"{hours:.1f} hours"
-    return f"{delta.total_seconds() / 60:.0f} minutes"
-
-
 # --- run params -----------------------------------------------------------------------------------
-
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
-
 
 @dataclass(frozen=True)
 class RunParams:
@@ -470,15 +429,6 @@ def run_params(cfg: Config, *, dry_run: Any, max_delete_fraction: Any = None, ta
         targets_from="param" if named is not None else "config",
         max_future_skew=dt.timedelta(minutes=cfg.retention.max_future_skew_minutes),
     )
-
-
-def as_bool(value: Any, name: str) -> bool:
-    """A rendered template may be a bool or its text; anything else is an error, never a default."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    raise RetentionParamError(f"{name}: expected true or false, got {value!r}")
 
 
 def _is_null(value: Any) -> bool:

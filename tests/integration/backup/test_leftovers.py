@@ -18,10 +18,10 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 from faultproxy import NoConditionalWritesProxy
 from pg_dataops.backup import steps
-from pg_dataops.backup.dump import HashingWriter
 from pg_dataops.common import s3 as storage
 from pg_dataops.common.config import Target, load_config
 from pg_dataops.common.errors import ObjectExists, UploadFailed
+from pg_dataops.common.stream import HashingWriter
 
 MB = 1024 * 1024
 MOMENT = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.UTC)  # 2026-11-25 02:00 in Seoul: a daily

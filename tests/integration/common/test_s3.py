@@ -8,9 +8,9 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 from faultproxy import FaultProxy
-from pg_dataops.backup.dump import HashingWriter
 from pg_dataops.common import s3 as storage
 from pg_dataops.common.errors import BucketMissing, ObjectExists, UploadFailed
+from pg_dataops.common.stream import HashingWriter
 
 MB = 1024 * 1024
 

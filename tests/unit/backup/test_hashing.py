@@ -4,9 +4,10 @@ import io
 import os
 
 import pytest
-from pg_dataops.backup.dump import HashingWriter, artifact_name
+from pg_dataops.backup.dump import artifact_name
 from pg_dataops.backup.manifest import sha256_line
 from pg_dataops.common.s3 import expected_composite
+from pg_dataops.common.stream import HashingWriter
 
 
 @pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 4321])
