@@ -15,11 +15,27 @@ USER root
 # NOTE: the base image already contains the newest `postgresql-client` from PGDG. The
 # /usr/bin/pg_* wrappers (postgresql-common's pg_wrapper) pick the NEWEST installed major
 # version, so call /usr/lib/postgresql/15/bin/<tool> when the exact client version matters.
+#
+# Point-in-time recovery (pg_pitr_restore, pg_pitr_drill) starts scratch PostgreSQL 15 servers on the
+# worker: postgresql-15 brings the server binaries (/usr/lib/postgresql/15/bin/postgres, initdb,
+# pg_ctl, pg_verifybackup). postgresql-common is installed first and told not to create the Debian
+# "main" cluster: this image runs no server of its own. zstd compresses and decompresses base backups;
+# age encrypts them. python3-venv is Debian's /usr/bin/python3 for the WAL tools' venv below.
 RUN apt-get update \
-  && apt-get install -y --no-install-recommends postgresql-client-15 age \
+  && apt-get install -y --no-install-recommends postgresql-common \
+  && sed -ri 's/^#?[[:space:]]*create_main_cluster[[:space:]]*=.*$/create_main_cluster = false/' \
+       /etc/postgresql-common/createcluster.conf \
+  && apt-get install -y --no-install-recommends postgresql-client-15 postgresql-15 age zstd python3-venv \
   && apt-get autoremove -yqq --purge \
   && apt-get clean \
   && rm -rf /var/lib/apt/lists/*
+
+# Barman's cloud WAL tools in /opt/pg-dataops/wal-tools (pitr.wal_tools_bin): barman-cloud-wal-restore is
+# the scratch servers' restore_command, barman-cloud-check-wal-archive runs in pg_wal_archive_check. A venv
+# of Debian's python3, readable and executable by every user (the worker runs as AIRFLOW_UID), separate
+# from Airflow's own Python and packages.
+COPY scripts/install-wal-tools.sh /usr/local/bin/install-wal-tools.sh
+RUN /usr/local/bin/install-wal-tools.sh /opt/pg-dataops/wal-tools
 
 USER airflow
 # Create the local backup root as the airflow user so that the `backups` named volume

@@ -7,15 +7,29 @@ PG_MAJOR := 15
 PG_BIN := /usr/lib/postgresql/$(PG_MAJOR)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
+# Barman's cloud WAL tools in a venv the postgres user can execute (archive_command, restore_command).
+WAL_TOOLS ?= /opt/pg-dataops/wal-tools
 
-.PHONY: deps demo test test-unit bench airflow-ui lint clean
+.PHONY: deps wal-tools demo test test-unit bench airflow-ui lint clean
 
-deps: $(STAMP) $(PG_BIN)/initdb /usr/bin/age
+deps: $(STAMP) $(PG_BIN)/initdb /usr/bin/age /usr/bin/zstd $(WAL_TOOLS)/.pins
+
+# Point-in-time recovery: on the database host (archive_command) and the Airflow worker (restore_command).
+wal-tools:
+	scripts/install-wal-tools.sh $(WAL_TOOLS)
+
+$(WAL_TOOLS)/.pins: scripts/install-wal-tools.sh
+	scripts/install-wal-tools.sh $(WAL_TOOLS)
 
 # PostgreSQL 15 from Debian's packages, only when its binaries are missing.
 $(PG_BIN)/initdb:
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-$(PG_MAJOR) postgresql-client-$(PG_MAJOR)
+
+# zstd compresses base backups (pg_basebackup's tar stream), only when missing.
+/usr/bin/zstd:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq zstd
 
 # age (client-side encryption of backups), only when missing.
 /usr/bin/age:

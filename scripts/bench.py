@@ -20,6 +20,10 @@ PostgreSQL 15 cluster, plus one of 1/8 that size, and times on each:
   (on the full-size database alone).
 - the import time of each DAG file in a fresh interpreter, after ``import airflow.sdk`` (what the
   dag-processor pays per file on every parse; target 200 ms). BENCH_IMPORT_ONLY=1 runs only this part.
+- point-in-time recovery (scripts/bench_pitr.py, on an archiving cluster of its own): base backup time
+  against raw ``pg_basebackup`` + zstd at the same settings, the time from trigger to ``glimpse_recovery``
+  ready after BENCH_PITR_WAL_MINUTES (default 10) of WAL, and the RPO of a SIGKILL at archive_timeout 60
+  and 10. BENCH_PITR_ONLY=1 runs only this part.
 
 Each figure is the median of 3 runs after 1 warm-up (BENCH_QUICK=1: a single run); raw and pipeline
 runs alternate. CPU time is accounted per party (pg_dump, the pipeline's Python, the server, moto) and
@@ -921,8 +925,18 @@ def import_report(times: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pitr_part():
+    """scripts/bench_pitr.py, sharing this module's helpers (not a second copy of it)."""
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    import bench_pitr
+
+    return bench_pitr
+
+
 def main() -> int:
     BENCH_DIR.mkdir(exist_ok=True)
+    if os.environ.get("BENCH_PITR_ONLY", "").strip() not in ("", "0"):
+        return pitr_part().main()
     imports = import_report(dag_import_times())
     if os.environ.get("BENCH_IMPORT_ONLY", "").strip() not in ("", "0"):
         print(imports)
@@ -1003,6 +1017,9 @@ def main() -> int:
         if shapes:
             text += verify_report(shapes, cfg, quick)
         text += imports
+        if not (verify_only or encryption_only):
+            pitr = pitr_part()
+            text += pitr.section(pitr.run(target_mb=target_mb, quick=quick, s3=s3))
         text += f"\nTotal benchmark time {time.monotonic() - started:.0f} s.\n"
         RESULTS.write_text(text)
         # every sample, for figures the report does not show

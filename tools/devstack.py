@@ -47,8 +47,9 @@ class LocalCluster:
     """A PostgreSQL 15 cluster in a temporary directory; TCP on 127.0.0.1 with a password."""
 
     def __init__(self, base_dir: str | None = None, *, password: str = "glimpse-test-pw", port: int | None = None,
-                 settings: dict[str, str] | None = None):
+                 settings: dict[str, str] | None = None, env: dict[str, str] | None = None):
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="pgcluster-"))
+        self.env = env or {}  # the server's extra environment (archive_command's S3 credentials)
         self.data = self.base / "data"
         self.port = port or free_port()
         self.password = password
@@ -86,12 +87,15 @@ class LocalCluster:
         with open(self.data / "postgresql.conf", "a") as f:
             for k, v in conf.items():
                 f.write(f"{k} = {v}\n")
+        self.pg_ctl_start()
+        return self
+
+    def pg_ctl_start(self) -> None:
         subprocess.run(
             _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "server.log"),
                           "-w", "-t", "60", "start"]),
-            check=True, capture_output=True,
+            check=True, capture_output=True, env={**os.environ, **self.env},
         )
-        return self
 
     def stop(self, remove: bool = True) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -32,7 +32,8 @@ def test_every_dag_has_owner_tags_retries_time_limits_and_docs(dagbag):
 
     cfg = load_config()
     # Tighter than the config's limit: the hourly monitor and the daily report are small jobs.
-    own_limits = {"pg_backup_monitor": dt.timedelta(minutes=10), "pg_backup_report": dt.timedelta(minutes=30)}
+    own_limits = {"pg_backup_monitor": dt.timedelta(minutes=10), "pg_backup_report": dt.timedelta(minutes=30),
+                  "pg_wal_archive_check": dt.timedelta(minutes=10)}
     assert cfg.retries == 2 and cfg.task_timeout_minutes == 240
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, dag_id
@@ -140,9 +141,18 @@ def test_schedules_and_manual_dags(dagbag):
         "pg_backup_report": "0 9 * * *",
         "pg_backup_retention": None,
         "pg_backup_catalog_rebuild": None,
+        "pg_base_backup": "30 3 * * *",
+        "pg_wal_archive_check": "5 * * * *",
+        "pg_pitr_restore": None,
+        "pg_pitr_drill": "0 6 * * 0",
     }
     retention = dagbag.dags["pg_backup_retention"]
     assert retention.params["dry_run"] is True and retention.params["max_delete_fraction"] is None
+    base = dagbag.dags["pg_base_backup"]
+    assert base.params["dry_run_retention"] is False
+    assert base.get_task("base_backup_target.record_base_backup").trigger_rule == "all_done"
+    assert base.get_task("base_backup_target.prune_pitr").upstream_task_ids == {
+        "base_backup_target.base_backup", "base_backup_target.record_base_backup"}
     drill = dagbag.dags["pg_restore_drill"]
     assert drill.get_task("drill_target.drop_drill_db").is_teardown
     assert drill.get_task("drill_target.record_drill").trigger_rule == "all_done"

@@ -511,16 +511,143 @@ def test_every_variable_is_documented_in_the_header():
     assert not undocumented, f"variables used but not described in the header comment: {undocumented}"
 
 
+def apt_packages(dockerfile: Path) -> list[str]:
+    """Packages of every `apt-get install` in the Dockerfile's RUN instructions, in order."""
+    packages: list[str] = []
+    for keyword, args in dockerfile_instructions(dockerfile):
+        if keyword == "RUN":
+            for command in re.split(r"&&|;", args):
+                words = shlex.split(command)
+                if words[:2] == ["apt-get", "install"]:
+                    packages += [w for w in words[2:] if not w.startswith("-")]
+    return packages
+
+
+def airflow_dockerfile() -> Path:
+    build = load_compose()["x-airflow-common"].get("build")
+    assert build, "the Airflow image is built from the Dockerfile"
+    return build_paths(build)[1]
+
+
 def test_the_image_has_the_age_binary():
-    """Backup workers encrypt and restore-side workers decrypt with Debian's `age`: the image must install it."""
-    builds = [svc["build"] for svc in services().values() if svc.get("build")]
-    assert builds, "the Airflow image is built from the Dockerfile"
-    for _, dockerfile in {build_paths(b) for b in builds}:
-        packages = set()
-        for keyword, args in dockerfile_instructions(dockerfile):
-            if keyword == "RUN":
-                for command in re.split(r"&&|;", args):
-                    words = shlex.split(command)
-                    if words[:2] == ["apt-get", "install"]:
-                        packages.update(w for w in words[2:] if not w.startswith("-"))
-        assert "age" in packages, f"{dockerfile.name}: apt-get install age is missing (found {sorted(packages)})"
+    """Backup workers encrypt and restore-side workers decrypt with Debian's `age`: the image must install it.
+    (The Airflow image; glimpse-db's Dockerfile.db is the database server's and never encrypts.)"""
+    dockerfile = airflow_dockerfile()
+    packages = set(apt_packages(dockerfile))
+    assert "age" in packages, f"{dockerfile.name}: apt-get install age is missing (found {sorted(packages)})"
+
+
+# --------------------------------------------------------------------------- WAL archiving (PITR)
+
+MINIO_ENDPOINT = "http://minio:9000"
+WAL_TOOLS = "/opt/pg-dataops/wal-tools"
+
+
+def c_settings(service: dict) -> dict[str, str]:
+    command = service.get("command")
+    if isinstance(command, str):
+        command = shlex.split(command)
+    return dict(arg.split("=", 1) for prev, arg in zip(command, command[1:], strict=False) if prev == "-c")
+
+
+def rendered_settings(endpoint_url: str | None) -> dict[str, str]:
+    """The settings of `python -m pg_dataops.pitr.archiving --target glimpse [--endpoint-url ...]`, as values
+    a `-c name=value` option takes (the conf file's quotes removed)."""
+    from pg_dataops.common.config import load_config
+    from pg_dataops.pitr.archiving import render_conf
+
+    out = {}
+    for line in render_conf(load_config(environ={}), "glimpse", endpoint_url=endpoint_url).splitlines():
+        if line.startswith("#"):
+            continue
+        name, value = (part.strip() for part in line.split("=", 1))
+        if value.startswith("'"):
+            value = value[1: value.rindex("'")].replace("''", "'")
+        else:
+            value = value.split("#", 1)[0].strip()
+        out[name] = value
+    return out
+
+
+def test_glimpse_db_archives_with_the_shipped_settings_against_minio():
+    actual = c_settings(services()["glimpse-db"])
+    expected = rendered_settings(MINIO_ENDPOINT)
+    assert {name: actual.get(name) for name in expected} == expected
+    argv = shlex.split(actual["archive_command"])
+    assert argv[0] == f"{WAL_TOOLS}/bin/barman-cloud-wal-archive" and argv[-3:] == [
+        "s3://glimpse-backups/database/wal", "glimpse", "%p"]
+    assert argv[argv.index("--endpoint-url") + 1] == MINIO_ENDPOINT
+    assert "--gzip" in argv and argv[argv.index("--encryption") + 1] == "AES256"
+    # The file we ship for real hosts is the same block without the endpoint.
+    assert {k: v for k, v in rendered_settings(None).items() if k != "archive_command"} == {
+        k: v for k, v in expected.items() if k != "archive_command"}
+
+
+def test_glimpse_db_archives_where_airflow_reads_and_with_credentials_from_the_environment():
+    svc = services()["glimpse-db"]
+    env = env_of(svc)
+    raw = svc["environment"]
+    assert "${MINIO_ROOT_USER" in raw["AWS_ACCESS_KEY_ID"] and "${MINIO_ROOT_PASSWORD" in raw["AWS_SECRET_ACCESS_KEY"]
+    s3 = json.loads(env_of(services()["airflow-worker"])["AIRFLOW_CONN_BACKUP_S3"])
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env["AWS_DEFAULT_REGION"]) == (
+        s3["login"], s3["password"], s3["extra"]["region_name"])
+    command = " ".join(str(a) for a in svc["command"])
+    assert s3["extra"]["endpoint_url"] in command  # the same MinIO the workers restore from
+    assert env["AWS_SECRET_ACCESS_KEY"] not in command and "AWS_" not in command  # never on the command line
+    init = " ".join(services()["minio-init"]["entrypoint"])
+    assert "mc mb --ignore-existing local/glimpse-backups" in init  # the bucket archive_command ships to
+    assert svc["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    assert "wal_archive" not in (load_compose().get("volumes") or {}), "the local WAL copy volume is gone"
+    assert not any("/archive" in str(v) for v in svc.get("volumes") or [])
+
+
+def test_glimpse_db_image_is_postgres_15_with_the_wal_tools():
+    svc = services()["glimpse-db"]
+    context, dockerfile = build_paths(svc["build"])
+    assert dockerfile.name == "Dockerfile.db" and context == REPO_ROOT
+    assert is_pinned(svc["image"]) and svc["image"].startswith("pg-dataops-glimpse-db:15")
+    instructions = dockerfile_instructions(dockerfile)
+    froms = [args for keyword, args in instructions if keyword == "FROM"]
+    assert len(froms) == 1 and re.fullmatch(r"postgres:15\.\d+-bookworm", froms[0]), froms
+    assert "python3-venv" in apt_packages(dockerfile)
+    assert ("COPY", "scripts/install-wal-tools.sh /usr/local/bin/install-wal-tools.sh") in instructions
+    assert ("RUN", f"/usr/local/bin/install-wal-tools.sh {WAL_TOOLS}") in instructions
+    # The server's major version is the one the worker's client and server binaries match.
+    assert "postgresql-15" in apt_packages(airflow_dockerfile())
+
+
+def test_the_worker_image_can_run_scratch_recovery_servers_and_the_wal_tools():
+    from pg_dataops.common.config import load_config
+
+    dockerfile = airflow_dockerfile()
+    packages = apt_packages(dockerfile)
+    assert {"postgresql-15", "postgresql-client-15", "zstd", "age", "python3-venv"} <= set(packages), packages
+    runs = [args for keyword, args in dockerfile_instructions(dockerfile) if keyword == "RUN"]
+    # No Debian "main" cluster in the image: postgresql-common is configured before postgresql-15 arrives.
+    install_run = next(r for r in runs if "postgresql-15" in r)
+    assert install_run.index("create_main_cluster = false") < install_run.index("postgresql-15")
+    assert install_run.index("postgresql-common") < install_run.index("create_main_cluster")
+    assert f"/usr/local/bin/install-wal-tools.sh {WAL_TOOLS}" in runs
+    assert load_config(environ={}).pitr.wal_tools_bin == f"{WAL_TOOLS}/bin"
+    # The worker runs the image built from this Dockerfile.
+    worker = services()["airflow-worker"]
+    assert build_paths(worker["build"])[1] == dockerfile and worker["image"] == "pg-dataops-airflow:3.3.2"
+
+
+def test_the_install_script_is_what_make_and_both_images_run():
+    script = REPO_ROOT / "scripts" / "install-wal-tools.sh"
+    assert script.stat().st_mode & 0o111, "scripts/install-wal-tools.sh must be executable"
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "scripts/install-wal-tools.sh $(WAL_TOOLS)" in makefile and f"WAL_TOOLS ?= {WAL_TOOLS}" in makefile
+    text = script.read_text()
+    assert f'DEST="${{1:-{WAL_TOOLS}}}"' in text
+    assert "runuser -u postgres" in text  # it proves the postgres user can run the tools
+
+
+def test_minio_accepts_server_side_encryption():
+    import base64
+
+    raw = services()["minio"]["environment"]["MINIO_KMS_SECRET_KEY"]
+    assert raw.startswith("${MINIO_KMS_SECRET_KEY:-"), "the key must be overridable from the environment"
+    name, _, key = interpolate(raw).partition(":")
+    assert re.fullmatch(r"[a-z0-9-]+", name) and len(base64.b64decode(key, validate=True)) == 32

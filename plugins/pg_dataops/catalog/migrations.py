@@ -16,6 +16,8 @@ SCHEMA_FILES = (
     "catalog/backup_logs.sql",
     "catalog/restore_drills.sql",
     "catalog/monitor_alerts.sql",
+    "catalog/base_backups.sql",
+    "catalog/pitr_recoveries.sql",
     "catalog/views.sql",
 )
 

@@ -67,6 +67,36 @@ class Encryption:
 
 
 @dataclass(frozen=True)
+class Pitr:
+    """Point-in-time recovery: WAL archived by Barman's cloud tools, base backups by pg_basebackup.
+
+    S3 layout (both under the backup bucket and ``prefix``):
+      WAL:          {prefix}/{wal_prefix}/{target}/wals/{timeline+log}/{segment}.gz   (Barman's layout)
+      base backups: {prefix}/{base_prefix}/{target}/{backup_id}/base.tar.zst[.age], manifest.json
+    """
+
+    targets: tuple[str, ...] | None = None  # target names with WAL archiving; None: every target
+    wal_prefix: str = "wal"
+    base_prefix: str = "base"
+    window_days: int = 7  # the recoverable window retention keeps (the issue's pitr_window_days)
+    archive_timeout_seconds: int = 60  # postgresql.conf archive_timeout we ship: the RPO of an idle server
+    rpo_minutes: int = 60  # the runbook's RPO objective: newest archived WAL older than this pages
+    wal_tools_bin: str = "/opt/pg-dataops/wal-tools/bin"  # barman-cloud-* executable by the postgres user
+    wal_compression: str = "gzip"  # barman-cloud-wal-archive --gzip (stdlib; no native module needed)
+    base_compression_level: int = 1  # zstd level of the base backup tar stream
+    base_compression_workers: int = 2  # zstd -T
+    base_backup_schedule: str = "30 3 * * *"  # daily, after pg_backup's 02:00 run
+    archive_check_schedule: str = "5 * * * *"  # hourly, the runbook's check-wal-archive cron
+    drill_schedule: str = "0 6 * * 0"  # weekly PITR drill, Sunday 06:00 (after the restore drill)
+    scratch_root: str = "/var/tmp/pg-dataops-pitr"  # scratch data directories of recovered instances
+    recovery_database: str = "glimpse_recovery"  # pg_pitr_restore's default database name (the runbook's)
+    recovery_timeout_minutes: int = 120  # replay longer than this fails the run (the RTO is 4 h)
+
+    def covers(self, target: str) -> bool:
+        return self.targets is None or target in self.targets
+
+
+@dataclass(frozen=True)
 class Config:
     timezone: str
     schedule: str
@@ -107,11 +137,24 @@ class Config:
     # schema.table names a verified restore must contain (the runbook checked public.users)
     verify_required_tables: tuple[str, ...] = ("public.users",)
     encryption: Encryption = field(default_factory=Encryption)
+    pitr: Pitr = field(default_factory=Pitr)
     source: str = field(default="", compare=False)
 
     @property
     def target_names(self) -> list[str]:
         return [t.name for t in self.targets]
+
+    @property
+    def pitr_targets(self) -> list[Target]:
+        """The targets whose WAL is archived (base backups, archive checks, PITR)."""
+        return [t for t in self.targets if self.pitr.covers(t.name)]
+
+    def pitr_target(self, name: str) -> Target:
+        """A configured target whose WAL is archived, or a ConfigError naming the PITR targets."""
+        target = self.target(name)
+        if not self.pitr.covers(name):
+            raise ConfigError(f"{name} is not a PITR target (pitr.targets: {', '.join(self.pitr.targets or ())})")
+        return target
 
     @property
     def rto_objective_seconds(self) -> float:
@@ -204,7 +247,7 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {cfg_path}: top level must be a mapping")
 
-    known = set(_SCALARS) | {"retention", "targets", "verify_required_tables", "encryption"}
+    known = set(_SCALARS) | {"retention", "targets", "verify_required_tables", "encryption", "pitr"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown setting in {cfg_path} (known: {', '.join(sorted(known))})")
@@ -234,8 +277,73 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     else:
         required_tables = _parse_required_tables(raw.get("verify_required_tables", ["public.users"]), str(cfg_path))
     encryption = _parse_encryption(raw.get("encryption") or {}, env, str(cfg_path))
+    pitr = _parse_pitr(raw.get("pitr") or {}, env, targets)
     return Config(**values, retention=retention, targets=targets, verify_required_tables=required_tables,
-                  encryption=encryption, source=str(cfg_path))
+                  encryption=encryption, pitr=pitr, source=str(cfg_path))
+
+
+# pitr.<name> -> (type, low, high); ints are range-checked, strings must be non-empty.
+_PITR_FIELDS: dict[str, tuple[type, int | None, int | None]] = {
+    "wal_prefix": (str, None, None), "base_prefix": (str, None, None), "window_days": (int, 1, 400),
+    "archive_timeout_seconds": (int, 1, 3600), "rpo_minutes": (int, 1, 7 * 1440), "wal_tools_bin": (str, None, None),
+    "wal_compression": (str, None, None), "base_compression_level": (int, 1, 19),
+    "base_compression_workers": (int, 0, 64), "base_backup_schedule": (str, None, None),
+    "archive_check_schedule": (str, None, None), "drill_schedule": (str, None, None),
+    "scratch_root": (str, None, None), "recovery_database": (str, None, None),
+    "recovery_timeout_minutes": (int, 1, 7 * 1440),
+}
+WAL_COMPRESSIONS = ("gzip", "bzip2", "xz", "none")
+
+
+def _parse_pitr(raw: Any, env: Mapping[str, str], targets: tuple[Target, ...]) -> Pitr:
+    if not isinstance(raw, dict):
+        raise ConfigError("pitr: must be a mapping (targets, wal_prefix, window_days, ...)")
+    known = set(_PITR_FIELDS) | {"targets"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"pitr.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+    out: dict[str, Any] = {}
+    for name, (typ, low, high) in _PITR_FIELDS.items():
+        env_name = ENV_PREFIX + "PITR_" + name.upper()
+        value, source = (env[env_name], env_name) if env_name in env else (raw.get(name), "config")
+        if value is None:
+            continue
+        value = _coerce(f"pitr.{name}", value, typ, source)
+        if typ is int and not low <= value <= high:
+            raise ConfigError(f"pitr.{name}: {value} is outside {low}..{high}")
+        if typ is str and not value.strip():
+            raise ConfigError(f"pitr.{name}: must not be empty")
+        out[name] = value
+    pitr = Pitr(**out)
+    from croniter import croniter
+
+    for name in ("base_backup_schedule", "archive_check_schedule", "drill_schedule"):
+        if not croniter.is_valid(getattr(pitr, name)):
+            raise ConfigError(f"pitr.{name}: not a valid cron expression: {getattr(pitr, name)!r}")
+    for name in ("wal_prefix", "base_prefix"):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", getattr(pitr, name)):
+            raise ConfigError(f"pitr.{name}: {getattr(pitr, name)!r} must be a relative S3 path without "
+                              "leading or trailing '/'")
+    if pitr.wal_prefix == pitr.base_prefix:
+        raise ConfigError("pitr.wal_prefix and pitr.base_prefix must differ")
+    if pitr.wal_compression not in WAL_COMPRESSIONS:
+        raise ConfigError(f"pitr.wal_compression: {pitr.wal_compression!r} is not one of {', '.join(WAL_COMPRESSIONS)}")
+    for name in ("wal_tools_bin", "scratch_root"):
+        if not os.path.isabs(getattr(pitr, name)):
+            raise ConfigError(f"pitr.{name}: {getattr(pitr, name)!r} must be an absolute path")
+    if not _NAME_RE.match(pitr.recovery_database):
+        raise ConfigError(f"pitr.recovery_database: {pitr.recovery_database!r} must be lower-case letters, digits "
+                          "and '_'")
+    names = raw.get("targets")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"pitr.targets: must be a list of target names, got {names!r}")
+        configured = {t.name for t in targets}
+        for n in names:
+            if n not in configured:
+                raise ConfigError(f"pitr.targets: no target named {n!r} (configured: {', '.join(sorted(configured))})")
+        pitr = Pitr(**{**out, "targets": tuple(names)})
+    return pitr
 
 
 def _parse_encryption(raw: Any, env: Mapping[str, str], source: str) -> Encryption:

@@ -6,9 +6,21 @@ from __future__ import annotations
 import datetime as dt
 
 
-def fmt_time(moment: dt.datetime, tz: dt.tzinfo) -> str:
-    """2026-11-30 02:00 JST: a moment in the configured zone, as people read it."""
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+def fmt_time(moment: dt.datetime, tz: dt.tzinfo | str, *, seconds: bool = False) -> str:
+    """2026-11-30 02:00 JST: a moment in the configured zone (a tzinfo or its name), as people read it;
+    ``seconds`` for times a person types back (a recovery target: 2026-11-30 02:00:41 JST)."""
+    if isinstance(tz, str):
+        import zoneinfo
+
+        tz = zoneinfo.ZoneInfo(tz)
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
+
+
+def fmt_instant(moment: dt.datetime, tz: dt.tzinfo | str) -> str:
+    """'2026-12-01 14:29:41 KST (2026-12-01T05:29:41Z)': to the second, in the configured zone to read and in UTC
+    to paste into a trigger form (recovery targets and windows)."""
+    utc = moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return f"{fmt_time(moment, tz, seconds=True)} ({utc})"
 
 
 def slack_escape(text: str) -> str:
