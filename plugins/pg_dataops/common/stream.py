@@ -140,7 +140,10 @@ def hashing_writer(raw, path: str, part_size: int, uploader) -> HashingWriter:
 
 
 def stream_to_file(source, path: str, part_size: int, uploader=None,
-                    recipients: Sequence[str] = ()) -> tuple[str, list[str], int]:
+                    recipients: Sequence[str] = (), *, durable: bool = True) -> tuple[str, list[str], int]:
+    """``source`` (anything with ``readinto``) into a new file at ``path``: hashed, encrypted to ``recipients``,
+    uploaded part by part by ``uploader`` while written. ``durable``: fsync it (a kept local copy); a spool
+    file that only feeds the upload and is removed afterwards skips that."""
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     try:
@@ -153,7 +156,8 @@ def stream_to_file(source, path: str, part_size: int, uploader=None,
                     if not n:
                         break
                     sink.write(view[:n])
-            os.fsync(raw.fileno())
+            if durable:
+                os.fsync(raw.fileno())
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise disk_full(path) from None

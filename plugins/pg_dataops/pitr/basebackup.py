@@ -657,7 +657,9 @@ def _stream_and_describe(cfg: Config, target: str, pg: pgtools.PgConn, client, r
     run.feeder = _Feeder(run.bb.stdout, run.zstd.stdin, scanner)
     run.feeder.start()
 
-    sha, parts, size = stream_to_file(run.zstd.stdout, run.spool, part_size, run.uploader, recipients)
+    # The spool only feeds the multipart upload and is removed once S3 holds the proven object: no fsync.
+    sha, parts, size = stream_to_file(run.zstd.stdout, run.spool, part_size, run.uploader, recipients,
+                                      durable=False)
     # zstd's output ended: the feeder closed its input, at pg_basebackup's end or at an error of its own.
     run.feeder.join(EXIT_GRACE)
     if run.feeder.error is not None and run.bb.poll() is None:
