@@ -68,6 +68,18 @@ def check_socket_dir(path: str | os.PathLike, setting: str = "pitr.scratch_root"
                            f"the {SOCKET_PATH_MAX}-byte limit of a socket path: choose a shorter {setting}")
 
 
+def short_socket_dir(preferred: str | os.PathLike) -> Path:
+    """``preferred`` when a socket path there fits; else a private directory name under /tmp derived from it
+    (stable, so every task of a run finds the same one)."""
+    import hashlib
+
+    try:
+        check_socket_dir(preferred)
+        return Path(preferred)
+    except ScratchError:
+        return Path("/tmp") / f"pgdo-{hashlib.sha256(os.fsencode(str(preferred))).hexdigest()[:16]}"
+
+
 def make_private_dir(path: str | os.PathLike) -> Path:
     """A new empty 0700 directory owned by the scratch owner; refuses a non-empty existing one."""
     p = Path(path)
@@ -100,14 +112,19 @@ class ScratchInstance:
     socket_dir: Path
     port: int = field(default_factory=free_port)
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment (restore_command's credentials)
+    run_dir: Path | None = None  # its log, pg_hba.conf and pg_ident.conf; default the socket directory
+
+    @property
+    def files_dir(self) -> Path:
+        return Path(self.run_dir or self.socket_dir)
 
     @property
     def log_path(self) -> Path:
-        return self.socket_dir / "server.log"
+        return self.files_dir / "server.log"
 
     def write_local_hba(self) -> Path:
         """A pg_hba.conf trusting local socket connections only; the instance uses it via ``hba_file``."""
-        hba = self.socket_dir / "pg_hba.conf"
+        hba = self.files_dir / "pg_hba.conf"
         hba.write_text("local all all trust\nlocal replication all trust\n")
         owner = _owner()
         if owner:
@@ -120,8 +137,8 @@ class ScratchInstance:
             "port": str(self.port),
             "listen_addresses": "",
             "unix_socket_directories": str(self.socket_dir),
-            "hba_file": str(self.socket_dir / "pg_hba.conf"),
-            "ident_file": str(self.socket_dir / "pg_ident.conf"),
+            "hba_file": str(self.files_dir / "pg_hba.conf"),
+            "ident_file": str(self.files_dir / "pg_ident.conf"),
             **settings,
         }
         out: list[str] = []
@@ -133,7 +150,7 @@ class ScratchInstance:
         """Start the server; with ``wait``, until it accepts connections (pg_ctl -w)."""
         check_socket_dir(self.socket_dir)
         self.write_local_hba()
-        (self.socket_dir / "pg_ident.conf").touch()
+        (self.files_dir / "pg_ident.conf").touch()
         postgres = os.path.join(self.bin_dir, "postgres")
         if not os.access(postgres, os.X_OK):
             raise ScratchError(f"{postgres} not found: the worker needs the PostgreSQL server binaries "

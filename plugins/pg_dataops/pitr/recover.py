@@ -147,7 +147,8 @@ def restore_command(cfg, target: str, layout: ScratchLayout, *, endpoint_url: st
 def instance(layout: ScratchLayout, bin_dir: str, port: int, env: Mapping[str, str] | None = None
              ) -> localpg.ScratchInstance:
     """The scratch server of ``layout`` (running or not), socket in the run folder."""
-    return localpg.ScratchInstance(layout.data, bin_dir, layout.run, port=port, env=dict(env or {}))
+    return localpg.ScratchInstance(layout.data, bin_dir, layout.socket, port=port, env=dict(env or {}),
+                                   run_dir=layout.run)
 
 
 def request_recovery(layout: ScratchLayout) -> list[str]:

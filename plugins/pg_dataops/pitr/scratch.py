@@ -67,6 +67,12 @@ class ScratchLayout:
         return self.root / "run"
 
     @property
+    def socket(self) -> Path:
+        """The server's socket directory: ``run`` unless its socket path would pass the 107-byte limit (a long
+        ``pitr.scratch_root``), then a short private directory under /tmp, removed with the folder."""
+        return localpg.short_socket_dir(self.run)
+
+    @property
     def spool(self) -> Path:
         """barman-cloud-wal-restore --spool-dir: segments prefetched ahead of replay."""
         return self.run / "spool"
@@ -114,6 +120,9 @@ def prepare(layout: ScratchLayout, bin_dir: str | None = None) -> None:
     localpg.make_private_dir(layout.root)
     localpg.make_private_dir(layout.data)
     localpg.make_private_dir(layout.run)
+    if layout.socket != layout.run:
+        localpg.remove_tree(layout.socket)
+        localpg.make_private_dir(layout.socket)
     localpg.make_private_dir(layout.spool)
 
 
@@ -122,6 +131,8 @@ def remove_scratch(layout: ScratchLayout, bin_dir: str | None = None) -> dict[st
     teardown's work; idempotent). Returns what it did."""
     stopped = stop_server(layout, bin_dir)
     existed = layout.root.exists()
+    if layout.socket != layout.run:
+        localpg.remove_tree(layout.socket)
     localpg.remove_tree(layout.root)
     if layout.root.exists():
         raise BackupError(f"could not remove the scratch folder {layout.root}")

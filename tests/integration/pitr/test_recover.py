@@ -15,7 +15,7 @@ import uuid
 
 import psycopg
 import pytest
-from pg_dataops.common import age, wal
+from pg_dataops.common import age, localpg, wal
 from pg_dataops.pitr import copy, recover, scratch
 from pg_dataops.pitr.basebackup import take_base_backup
 from pg_dataops.pitr.request import RecoveryRefused
@@ -110,7 +110,7 @@ def test_recovers_to_the_noted_moment_copies_and_swaps(env, s3):
     assert scratch.remove_scratch(layout, p["bin_dir"]) == {"root": str(layout.root), "server_stopped": True,
                                                             "removed": True}
     assert not layout.root.exists() and _scratch_entries(cfg) == []
-    assert not scratch._alive(pid), open(f"/proc/{pid}/stat").read() if os.path.exists(f"/proc/{pid}") else ""
+    assert not localpg.process_alive(pid), open(f"/proc/{pid}/stat").read() if os.path.exists(f"/proc/{pid}") else ""
 
     # The swap: the recovered copy takes the name, the damaged database is kept; sessions on it are ended.
     old = "glimpse_before_pitr_20261201_143000"
