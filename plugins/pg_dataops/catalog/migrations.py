@@ -18,6 +18,7 @@ SCHEMA_FILES = (
     "catalog/monitor_alerts.sql",
     "catalog/base_backups.sql",
     "catalog/pitr_recoveries.sql",
+    "catalog/restore_logs.sql",
     "catalog/views.sql",
 )
 

@@ -43,6 +43,10 @@ class Target:
     name: str
     conn_id: str
     database: str | None = None  # None: the connection's schema (database) field
+    # pg_dump --exclude-table / --exclude-table-data (schema.table names; the runbook's audit_logs case):
+    # recorded in the manifest; verification and restores expect those tables absent / empty.
+    exclude_tables: tuple[str, ...] = ()
+    exclude_table_data: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,54 @@ class Pitr:
 
 
 @dataclass(frozen=True)
+class AppStep:
+    """An application step of pg_full_recovery (stop, start, health check): an HTTP call or a command.
+
+    ``http``: ``method`` ``url``, success is a 2xx answer; ``conn_id`` (optional) names an Airflow connection
+    whose password is sent as ``Authorization: Bearer``. ``command``: an argument list run without a shell;
+    success is exit status 0. Either gives up after ``timeout_seconds``."""
+
+    kind: str  # "http" or "command"
+    url: str | None = None
+    method: str = "POST"
+    conn_id: str | None = None
+    argv: tuple[str, ...] = ()
+    timeout_seconds: int = 60
+
+    def describe(self) -> str:
+        return f"{self.method} {self.url}" if self.kind == "http" else " ".join(self.argv)
+
+
+# The runbook's restore-user-data.sh map: which rows of each table belong to a user.
+DEFAULT_USER_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("public.users", ("id",)),
+    ("public.user_profiles", ("id",)),
+    ("public.user_preferences", ("id",)),
+    ("public.likes", ("from_user_id", "to_user_id")),
+    ("public.matches", ("user1_id", "user2_id")),
+    ("public.messages", ("sender_id", "receiver_id")),
+    ("public.user_groups", ("user_id",)),
+)
+
+
+@dataclass(frozen=True)
+class Restore:
+    """The restore DAGs (pg_full_recovery, pg_recovery_rehearsal, pg_table_restore, pg_user_data_restore)."""
+
+    approval_timeout_minutes: int = 60  # the forms' default: nobody approving within this rejects
+    rehearsal_schedule: str = "0 4 1 * *"  # the runbook's monthly full recovery simulation
+    staging_schema: str = "pg_dataops_staging"  # + "_<run>": where partial restores stage backup rows
+    safety_schema: str = "pg_dataops_safety"  # where pg_user_data_restore keeps a user's previous rows
+    safety_prefix: str = "safety"  # S3: {prefix}/{safety_prefix}/{target}/...: pre-recovery safety dumps
+    health_timeout_seconds: int = 120  # pg_full_recovery retries the health check for this long
+    app_stop: AppStep | None = None  # None: no application step (the default)
+    app_start: AppStep | None = None
+    health_check: AppStep | None = None
+    user_key: str = "public.users.id"  # schema.table.column whose type a user_id must have
+    user_tables: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_USER_TABLES
+
+
+@dataclass(frozen=True)
 class Config:
     timezone: str
     schedule: str
@@ -138,6 +190,7 @@ class Config:
     verify_required_tables: tuple[str, ...] = ("public.users",)
     encryption: Encryption = field(default_factory=Encryption)
     pitr: Pitr = field(default_factory=Pitr)
+    restore: Restore = field(default_factory=Restore)
     source: str = field(default="", compare=False)
 
     @property
@@ -247,7 +300,7 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {cfg_path}: top level must be a mapping")
 
-    known = set(_SCALARS) | {"retention", "targets", "verify_required_tables", "encryption", "pitr"}
+    known = set(_SCALARS) | {"retention", "targets", "verify_required_tables", "encryption", "pitr", "restore"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown setting in {cfg_path} (known: {', '.join(sorted(known))})")
@@ -278,8 +331,9 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
         required_tables = _parse_required_tables(raw.get("verify_required_tables", ["public.users"]), str(cfg_path))
     encryption = _parse_encryption(raw.get("encryption") or {}, env, str(cfg_path))
     pitr = _parse_pitr(raw.get("pitr") or {}, env, targets)
+    restore = _parse_restore(raw.get("restore") or {}, env)
     return Config(**values, retention=retention, targets=targets, verify_required_tables=required_tables,
-                  encryption=encryption, pitr=pitr, source=str(cfg_path))
+                  encryption=encryption, pitr=pitr, restore=restore, source=str(cfg_path))
 
 
 # pitr.<name> -> (type, low, high); ints are range-checked, strings must be non-empty.
@@ -344,6 +398,96 @@ def _parse_pitr(raw: Any, env: Mapping[str, str], targets: tuple[Target, ...]) -
                 raise ConfigError(f"pitr.targets: no target named {n!r} (configured: {', '.join(sorted(configured))})")
         pitr = Pitr(**{**out, "targets": tuple(names)})
     return pitr
+
+
+_RESTORE_FIELDS: dict[str, tuple[type, int | None, int | None]] = {
+    "approval_timeout_minutes": (int, 1, 10080), "rehearsal_schedule": (str, None, None),
+    "staging_schema": (str, None, None), "safety_schema": (str, None, None), "safety_prefix": (str, None, None),
+    "health_timeout_seconds": (int, 1, 3600), "user_key": (str, None, None),
+}
+_COLUMN_PATH_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\.[a-z_][a-z0-9_]{0,62}\.[a-z_][a-z0-9_]{0,62}$")
+_IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _parse_app_step(raw: Any, where: str) -> AppStep | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or len({"http", "command"} & set(raw)) != 1:
+        raise ConfigError(f"{where}: must be a mapping with exactly one of http ({{url, method}}) or command "
+                          f"([argv...]), or null; got {raw!r}")
+    unknown = sorted(set(raw) - {"http", "command", "timeout_seconds"})
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: command, http, timeout_seconds)")
+    timeout = _coerce(f"{where}.timeout_seconds", raw.get("timeout_seconds", 60), int, "config")
+    if not 1 <= timeout <= 3600:
+        raise ConfigError(f"{where}.timeout_seconds: {timeout} is outside 1..3600")
+    if "command" in raw:
+        argv = raw["command"]
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
+            raise ConfigError(f"{where}.command: must be a non-empty list of arguments (no shell), got {argv!r}")
+        return AppStep(kind="command", argv=tuple(argv), timeout_seconds=timeout)
+    http = raw["http"]
+    if not isinstance(http, dict) or not isinstance(http.get("url"), str):
+        raise ConfigError(f"{where}.http: must be a mapping with url (and method, conn_id), got {http!r}")
+    unknown = sorted(set(http) - {"url", "method", "conn_id"})
+    if unknown:
+        raise ConfigError(f"{where}.http.{unknown[0]}: unknown setting (known: conn_id, method, url)")
+    if not re.match(r"^https?://[^\s/]+", http["url"]):
+        raise ConfigError(f"{where}.http.url: {http['url']!r} is not an http(s) URL")
+    method = str(http.get("method") or "POST").upper()
+    if method not in ("GET", "POST", "PUT"):
+        raise ConfigError(f"{where}.http.method: {method!r} is not one of GET, POST, PUT")
+    return AppStep(kind="http", url=http["url"], method=method, conn_id=http.get("conn_id") or None,
+                   timeout_seconds=timeout)
+
+
+def _parse_restore(raw: Any, env: Mapping[str, str]) -> Restore:
+    if not isinstance(raw, dict):
+        raise ConfigError("restore: must be a mapping (approval_timeout_minutes, user_tables, ...)")
+    known = set(_RESTORE_FIELDS) | {"app_stop", "app_start", "health_check", "user_tables"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"restore.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+    out: dict[str, Any] = {}
+    for name, (typ, low, high) in _RESTORE_FIELDS.items():
+        env_name = ENV_PREFIX + "RESTORE_" + name.upper()
+        value, source = (env[env_name], env_name) if env_name in env else (raw.get(name), "config")
+        if value is None:
+            continue
+        value = _coerce(f"restore.{name}", value, typ, source)
+        if typ is int and not low <= value <= high:
+            raise ConfigError(f"restore.{name}: {value} is outside {low}..{high}")
+        out[name] = value
+    from croniter import croniter
+
+    if "rehearsal_schedule" in out and not croniter.is_valid(out["rehearsal_schedule"]):
+        raise ConfigError(f"restore.rehearsal_schedule: not a valid cron expression: {out['rehearsal_schedule']!r}")
+    for name in ("staging_schema", "safety_schema"):
+        if name in out and not re.fullmatch(r"[a-z_][a-z0-9_]{0,39}", out[name]):
+            raise ConfigError(f"restore.{name}: {out[name]!r} must be lower-case letters, digits and '_' (at most 40)")
+    if "safety_prefix" in out and not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", out["safety_prefix"]):
+        raise ConfigError(f"restore.safety_prefix: {out['safety_prefix']!r} must be a relative S3 path")
+    if "user_key" in out and not _COLUMN_PATH_RE.match(out["user_key"]):
+        raise ConfigError(f"restore.user_key: {out['user_key']!r} must be schema.table.column")
+    for name in ("app_stop", "app_start", "health_check"):
+        out[name] = _parse_app_step(raw.get(name), f"restore.{name}")
+    tables = raw.get("user_tables")
+    if tables is not None:
+        if not isinstance(tables, dict) or not tables:
+            raise ConfigError(f"restore.user_tables: must map schema.table to its user columns, got {tables!r}")
+        parsed = []
+        for table, columns in tables.items():
+            if not isinstance(table, str) or not _TABLE_RE.match(table) or not all(
+                    _IDENT_RE.match(p) for p in table.split(".")):
+                raise ConfigError(f"restore.user_tables: {table!r} must be schema.table (lower case)")
+            if isinstance(columns, str):
+                columns = [columns]
+            if not isinstance(columns, list) or not columns or not all(
+                    isinstance(c, str) and _IDENT_RE.match(c) for c in columns):
+                raise ConfigError(f"restore.user_tables.{table}: must be a list of column names, got {columns!r}")
+            parsed.append((table, tuple(columns)))
+        out["user_tables"] = tuple(parsed)
+    return Restore(**out)
 
 
 def _parse_encryption(raw: Any, env: Mapping[str, str], source: str) -> Encryption:
@@ -459,9 +603,10 @@ def _parse_targets(raw: Any) -> tuple[Target, ...]:
         where = f"targets[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{where}: must be a mapping with name and conn_id")
-        unknown = sorted(set(item) - {"name", "conn_id", "database"})
+        unknown = sorted(set(item) - {"name", "conn_id", "database", "exclude_tables", "exclude_table_data"})
         if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: conn_id, database, name)")
+            raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: conn_id, database, exclude_table_data, "
+                              "exclude_tables, name)")
         name = item.get("name")
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise ConfigError(f"{where}.name: {name!r} must be lower-case letters, digits and '_' (it names files)")
@@ -471,7 +616,16 @@ def _parse_targets(raw: Any) -> tuple[Target, ...]:
         database = item.get("database")
         if database is not None and (not isinstance(database, str) or not database):
             raise ConfigError(f"{where}.database: must be a non-empty string when set")
-        targets.append(Target(name=name, conn_id=conn_id, database=database))
+        excludes = {}
+        for key in ("exclude_tables", "exclude_table_data"):
+            value = item.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(t, str) and _TABLE_RE.match(t) for t in value):
+                raise ConfigError(f"{where}.{key}: must be a list of schema.table names, got {value!r}")
+            excludes[key] = tuple(value)
+        both = sorted(set(excludes["exclude_tables"]) & set(excludes["exclude_table_data"]))
+        if both:
+            raise ConfigError(f"{where}: {both[0]} is in both exclude_tables and exclude_table_data")
+        targets.append(Target(name=name, conn_id=conn_id, database=database, **excludes))
     names = [t.name for t in targets]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -2,36 +2,21 @@
 
 An encrypted download is decrypted first (``age -d``) into the drill's folder, because ``pg_restore --jobs``
 needs a seekable file; that plaintext exists only for the restore and is removed whatever happens (and
-again by the record step, :func:`pg_dataops.drill.fetch.remove_download`, should this process die). The
+again by the record step, :func:`pg_dataops.common.fetch.remove_download`, should this process die). The
 decryption is part of getting the data back, so its time counts in ``restore_seconds`` (the measured RTO);
 ``decrypt_seconds`` says how much of it.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pg_dataops.backup import verify
-from pg_dataops.common import age
 from pg_dataops.common.errors import VerificationFailed
 from pg_dataops.common.naming import is_encrypted_name
 from pg_dataops.common.pg import PgConn
-from pg_dataops.drill import fetch
-
-
-def decrypt_download(download_path: str, doc: dict, identity: Callable[[], str], identity_conn_id: str, *,
-                     timeout: float | None) -> tuple[str, float]:
-    """(the path to restore, seconds spent decrypting): the download itself when it is not encrypted."""
-    if fetch.prove_identity(doc, identity, identity_conn_id) is None:
-        return download_path, 0.0
-    plaintext = fetch.plaintext_path(download_path)
-    _remove(plaintext)  # a retried restore finds its earlier try's plaintext: age -d writes a new one
-    started = time.monotonic()
-    age.decrypt_file(download_path, plaintext, identity(), timeout=timeout)
-    return plaintext, round(time.monotonic() - started, 3)
+from pg_dataops.common import fetch
 
 
 def restore_drill(admin: PgConn, database: str, download_path: str, doc: dict, *, identity: Callable[[], str],
@@ -42,7 +27,7 @@ def restore_drill(admin: PgConn, database: str, download_path: str, doc: dict, *
     called for an encrypted backup."""
     path, decrypt_seconds = download_path, 0.0
     try:  # the plaintext never outlives the restore, also when age -d or pg_restore is interrupted
-        path, decrypt_seconds = decrypt_download(download_path, doc, identity, identity_conn_id, timeout=timeout)
+        path, decrypt_seconds = fetch.decrypt_download(download_path, doc, identity, identity_conn_id, timeout=timeout)
         result = verify.verify_backup(
             admin, database, path, fmt=doc.get("format", "custom"), expected_counts=doc.get("table_counts", {}),
             backup_server_version_num=int(doc.get("server_version_num") or 0), jobs=jobs, pg_bin_root=pg_bin_root,
@@ -50,7 +35,7 @@ def restore_drill(admin: PgConn, database: str, download_path: str, doc: dict, *
         ).to_dict()
     finally:
         if is_encrypted_name(download_path):
-            _remove(fetch.plaintext_path(download_path))
+            fetch.remove_plaintext(download_path)
     if not result["verified"]:
         raise VerificationFailed(f"{doc['file']} restored but does not match its manifest: "
                                  + "; ".join(result["mismatches"][:5]))
@@ -59,10 +44,3 @@ def restore_drill(admin: PgConn, database: str, download_path: str, doc: dict, *
     result["decrypt_seconds"] = decrypt_seconds
     result["encrypted"] = path != download_path
     return result
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
