@@ -349,25 +349,33 @@ _PITR_FIELDS: dict[str, tuple[type, int | None, int | None]] = {
 WAL_COMPRESSIONS = ("gzip", "bzip2", "xz", "none")
 
 
-def _parse_pitr(raw: Any, env: Mapping[str, str], targets: tuple[Target, ...]) -> Pitr:
-    if not isinstance(raw, dict):
-        raise ConfigError("pitr: must be a mapping (targets, wal_prefix, window_days, ...)")
-    known = set(_PITR_FIELDS) | {"targets"}
+def _section_scalars(section: str, raw: dict, env: Mapping[str, str],
+                     fields: Mapping[str, tuple[type, int | None, int | None]], *, others: set[str]) -> dict[str, Any]:
+    """The scalars of a config section (``pitr``, ``restore``): unknown keys refused, each overridable by
+    PGBACKUP_<SECTION>_<NAME>, ints range-checked, strings non-empty. ``others``: the section's non-scalar keys."""
+    known = set(fields) | others
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"pitr.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"{section}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
     out: dict[str, Any] = {}
-    for name, (typ, low, high) in _PITR_FIELDS.items():
-        env_name = ENV_PREFIX + "PITR_" + name.upper()
+    for name, (typ, low, high) in fields.items():
+        env_name = ENV_PREFIX + section.upper() + "_" + name.upper()
         value, source = (env[env_name], env_name) if env_name in env else (raw.get(name), "config")
         if value is None:
             continue
-        value = _coerce(f"pitr.{name}", value, typ, source)
+        value = _coerce(f"{section}.{name}", value, typ, source)
         if typ is int and not low <= value <= high:
-            raise ConfigError(f"pitr.{name}: {value} is outside {low}..{high}")
+            raise ConfigError(f"{section}.{name}: {value} is outside {low}..{high}")
         if typ is str and not value.strip():
-            raise ConfigError(f"pitr.{name}: must not be empty")
+            raise ConfigError(f"{section}.{name}: must not be empty")
         out[name] = value
+    return out
+
+
+def _parse_pitr(raw: Any, env: Mapping[str, str], targets: tuple[Target, ...]) -> Pitr:
+    if not isinstance(raw, dict):
+        raise ConfigError("pitr: must be a mapping (targets, wal_prefix, window_days, ...)")
+    out = _section_scalars("pitr", raw, env, _PITR_FIELDS, others={"targets"})
     pitr = Pitr(**out)
     from croniter import croniter
 
@@ -444,20 +452,8 @@ def _parse_app_step(raw: Any, where: str) -> AppStep | None:
 def _parse_restore(raw: Any, env: Mapping[str, str]) -> Restore:
     if not isinstance(raw, dict):
         raise ConfigError("restore: must be a mapping (approval_timeout_minutes, user_tables, ...)")
-    known = set(_RESTORE_FIELDS) | {"app_stop", "app_start", "health_check", "user_tables"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"restore.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
-    out: dict[str, Any] = {}
-    for name, (typ, low, high) in _RESTORE_FIELDS.items():
-        env_name = ENV_PREFIX + "RESTORE_" + name.upper()
-        value, source = (env[env_name], env_name) if env_name in env else (raw.get(name), "config")
-        if value is None:
-            continue
-        value = _coerce(f"restore.{name}", value, typ, source)
-        if typ is int and not low <= value <= high:
-            raise ConfigError(f"restore.{name}: {value} is outside {low}..{high}")
-        out[name] = value
+    out = _section_scalars("restore", raw, env, _RESTORE_FIELDS,
+                           others={"app_stop", "app_start", "health_check", "user_tables"})
     from croniter import croniter
 
     if "rehearsal_schedule" in out and not croniter.is_valid(out["rehearsal_schedule"]):
