@@ -60,6 +60,10 @@ class DumpResult:
     upload_tail: dict[str, float] = field(default_factory=dict)
     # {"format": "age", "recipients": [public keys]} when the file is encrypted, else None
     encryption: dict[str, Any] | None = None
+    # the target's pg_dump --exclude-table / --exclude-table-data (schema.table): the first are not in
+    # the dump nor in table_counts, the second are there with their definition and 0 rows
+    exclude_tables: list[str] = field(default_factory=list)
+    exclude_table_data: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,21 +94,43 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-class _RowCounter(threading.Thread):
-    """Counts every table's rows in the dump's snapshot (its own session), while pg_dump streams."""
+def table_pattern(name: str) -> str:
+    """``schema.table`` as a pg_dump pattern that matches exactly that table: both parts double-quoted
+    (no wildcards, no case folding; a ``"`` in a name doubled)."""
+    schema, table = name.split(".", 1)
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
 
-    def __init__(self, pg: psycopg.Connection):
+
+class _RowCounter(threading.Thread):
+    """Counts every table's rows in the dump's snapshot (its own session), while pg_dump streams.
+
+    The counts are what the dump holds: an excluded table (``exclude_tables``) is left out, a table whose
+    data is excluded (``exclude_table_data``) counts 0, without reading it."""
+
+    def __init__(self, pg: psycopg.Connection, exclude_tables: Sequence[str] = (),
+                 exclude_table_data: Sequence[str] = ()):
         super().__init__(daemon=True)
         self.pg = pg
+        self.exclude_tables, self.exclude_table_data = set(exclude_tables), set(exclude_table_data)
         self.counts: dict[str, int] = {}
         self.errors: list[Exception] = []
 
     def run(self) -> None:
         try:
             tables = self.pg.execute(sqlfiles.text("dump/list_tables.sql")).fetchall()
+            names = {f"{schema}.{table}" for schema, table in tables}
+            for name in sorted((self.exclude_tables | self.exclude_table_data) - names):
+                log.warning("%s is excluded from the dump (exclude_tables/exclude_table_data) but is not a table "
+                            "of this database", name)
             for schema, table in tables:
+                name = f"{schema}.{table}"
+                if name in self.exclude_tables:
+                    continue
+                if name in self.exclude_table_data:
+                    self.counts[name] = 0
+                    continue
                 stmt = sqlfiles.composed("dump/count_rows.sql", schema=schema, table=table)
-                self.counts[f"{schema}.{table}"] = self.pg.execute(stmt).fetchone()[0]
+                self.counts[name] = self.pg.execute(stmt).fetchone()[0]
         except Exception as exc:  # reported by finish(), after pg_dump is done
             self.errors.append(exc)
 
@@ -131,6 +157,8 @@ class _DumpPlan:
     lock_wait_timeout: int | None
     timeout: float | None
     recipients: tuple[str, ...] = ()  # age public keys; empty: not encrypted
+    exclude_tables: tuple[str, ...] = ()  # schema.table names (the target's config)
+    exclude_table_data: tuple[str, ...] = ()
 
     @property
     def partial(self) -> str:
@@ -162,6 +190,8 @@ def run_dump(
     lock_wait_timeout: int | None = None,
     timeout: float | None = None,
     recipients: Sequence[str] = (),
+    exclude_tables: Sequence[str] = (),
+    exclude_table_data: Sequence[str] = (),
 ) -> DumpResult:
     """Dump ``conn.dbname`` to ``out_dir/basename.<ext>``; on any failure nothing is left behind.
 
@@ -174,6 +204,9 @@ def run_dump(
 
     ``recipients`` (age public keys): the file, its digest and the upload are of the encrypted stream,
     named ``basename.<ext>.age``; empty: as before, not encrypted.
+
+    ``exclude_tables`` / ``exclude_table_data`` (exact ``schema.table`` names): pg_dump
+    ``--exclude-table`` / ``--exclude-table-data``; the row counts say the same (absent / 0).
     """
     try:
         recipients = age.check_recipients(recipients)
@@ -194,7 +227,7 @@ def run_dump(
     if os.path.exists(final):
         raise BackupError(f"{final} already exists; refusing to overwrite a backup")
     plan = _DumpPlan(conn, out_dir, final, fmt, compression, jobs, part_size, pg_bin_root, uploader,
-                     lock_wait_timeout, timeout, recipients)
+                     lock_wait_timeout, timeout, recipients, tuple(exclude_tables), tuple(exclude_table_data))
     if uploader is not None:
         uploader.start()  # a missing bucket or an existing key fails here, before any dump work
 
@@ -243,6 +276,8 @@ def _dump(plan: _DumpPlan, started: float, started_at: dt.datetime) -> DumpResul
         table_counts=counts,
         upload_tail=upload_tail,
         encryption=encryption_block(plan.recipients),
+        exclude_tables=list(plan.exclude_tables),
+        exclude_table_data=list(plan.exclude_table_data),
     )
 
 
@@ -250,6 +285,9 @@ def _pg_dump_argv(plan: _DumpPlan, pg_dump: str, snapshot_id: str) -> list[str]:
     argv = [pg_dump, f"--snapshot={snapshot_id}", f"--format={plan.fmt}", f"--compress={plan.compression}"]
     if plan.lock_wait_timeout:
         argv.append(f"--lock-wait-timeout={int(plan.lock_wait_timeout)}s")
+    # one argv element each (no shell): the quoted pattern reaches pg_dump as written
+    argv += [f"--exclude-table={table_pattern(name)}" for name in plan.exclude_tables]
+    argv += [f"--exclude-table-data={table_pattern(name)}" for name in plan.exclude_table_data]
     argv += ["--no-password", "--dbname", plan.conn.dbname]
     if plan.fmt == "directory":
         argv += [f"--jobs={plan.jobs}", f"--file={plan.partial}"]
@@ -262,7 +300,7 @@ def _dump_in_snapshot(plan: _DumpPlan, pg: psycopg.Connection, argv: list[str],
 
     On any failure pg_dump is killed, the partial files are removed and a count still running is
     cancelled."""
-    counter = _RowCounter(pg)
+    counter = _RowCounter(pg, plan.exclude_tables, plan.exclude_table_data)
     proc = _start_pg_dump(plan, argv, major)
     stderr = StderrTail(proc.stderr, plan.conn.password, "pg_dump", keep=20)
     stderr.start()

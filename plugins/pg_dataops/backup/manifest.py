@@ -3,6 +3,10 @@
 It stays readable when the dump is encrypted (it holds no row data) and says how: ``encryption`` is
 ``{"format": "age", "recipients": [public keys]}``, or null; a manifest from before it has no such key
 and describes a dump that is not encrypted.
+
+``exclude_tables`` / ``exclude_table_data`` (schema.table lists) say what pg_dump left out: those tables
+are not in the dump (nor in ``table_counts``) / are there empty (counted 0). A manifest from before these
+keys excluded nothing (:func:`exclusions`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ def build_manifest(*, target: str, tier: str, dump: dict, upload: dict, bucket: 
         "started_at": dump["started_at"],
         "duration_seconds": dump["duration_seconds"],
         "table_counts": dump["table_counts"],
+        # pg_dump --exclude-table / --exclude-table-data of the target (verification expects them absent / empty)
+        "exclude_tables": list(dump.get("exclude_tables") or []),
+        "exclude_table_data": list(dump.get("exclude_table_data") or []),
         "s3": {
             "bucket": bucket,
             "key": upload["key"],
@@ -64,6 +71,15 @@ def build_manifest(*, target: str, tier: str, dump: dict, upload: dict, bucket: 
 
 # What a later verification of the same dump may change in its manifest; nothing else.
 VERDICT_FIELDS = ("verified", "verification", "verifications")
+# Keys added later, with what a manifest without them means (compared as that, so an older manifest of
+# the same dump still takes a new verdict).
+DEFAULTS = {"exclude_tables": [], "exclude_table_data": []}
+
+
+def exclusions(doc: dict) -> dict[str, list[str]]:
+    """``{"exclude_tables": [...], "exclude_table_data": [...]}`` of a manifest (or a dump result); empty
+    lists for one written before the keys existed."""
+    return {key: list(doc.get(key) or default) for key, default in DEFAULTS.items()}
 
 
 def history(doc: dict) -> list[dict]:
@@ -78,7 +94,7 @@ def with_verdicts(existing: dict, new: dict, source: str = "manifest") -> dict:
     every other field equal) or ObjectExists. Verified once any verification of the file passed;
     ``verification`` is the newest passing verdict, else the newest one."""
     differ = sorted(k for k in set(existing) | set(new)
-                    if k not in VERDICT_FIELDS and existing.get(k) != new.get(k))
+                    if k not in VERDICT_FIELDS and existing.get(k, DEFAULTS.get(k)) != new.get(k, DEFAULTS.get(k)))
     if differ:
         raise ObjectExists(f"{source} already exists and describes another dump or upload ({', '.join(differ)} "
                            "differ); refusing to overwrite it: only the verification verdict of a manifest may change")
@@ -112,6 +128,10 @@ def loads(text: str | bytes, source: str = "manifest") -> dict[str, Any]:
     if not isinstance(chk, str) or len(chk) != 64 or any(c not in "0123456789abcdef" for c in chk):
         raise ManifestError(f"{source}: checksum is not a SHA-256 hex digest")
     encryption_of(data, source)
+    for key in DEFAULTS:
+        value = data.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(t, str) for t in value)):
+            raise ManifestError(f"{source}: {key} must be a list of schema.table names, got {value!r}")
     return data
 
 

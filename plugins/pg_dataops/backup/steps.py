@@ -171,6 +171,8 @@ def dump_step(cfg: Config, target: Target, conn: PgConn, tier: str, moment: dt.d
         lock_wait_timeout=cfg.lock_wait_timeout_seconds,
         timeout=cfg.task_timeout_minutes * 60,
         recipients=recipients,
+        exclude_tables=target.exclude_tables,
+        exclude_table_data=target.exclude_table_data,
     )
     if recipients:
         log.info("%s is encrypted (age) for %d recipient(s): %s", result.file, len(recipients),
@@ -381,6 +383,7 @@ def verify_step(admin: PgConn, database: str, dump: dict[str, Any], cfg: Config,
         pg_bin_root=cfg.pg_bin_root, required_tables=cfg.verify_required_tables,
         timeout=cfg.task_timeout_minutes * 60, encryption=encryption, identity=identity,
         identity_conn_id=cfg.encryption.identity_conn_id, decrypt_dir=verify.scratch_dir(cfg.local_root, database),
+        **verify.exclusions_of(dump),
     ).to_dict()
 
 

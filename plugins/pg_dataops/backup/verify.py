@@ -17,6 +17,10 @@ fails at once, naming the Airflow connection and the backup's recipients. pg_res
 seekable file, so a custom-format dump is decrypted into the restore's scratch directory
 (:func:`scratch_dir`) and removed right after the restore; a directory-format tar is decrypted as a stream
 straight into its extraction there, a plain SQL script as a stream into psql.
+
+Exclusions (the target's ``exclude_tables`` / ``exclude_table_data``, recorded in the manifest): an excluded
+table must be absent from the restore (present is a mismatch), a table whose data was excluded present
+with 0 rows.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import psycopg
 
+from pg_dataops.backup.manifest import exclusions as exclusions_of
 from pg_dataops.common import age, sqlfiles
 from pg_dataops.common import pg as pgtools
 from pg_dataops.common.errors import (
@@ -54,7 +60,8 @@ from pg_dataops.common.errors import (
 )
 
 __all__ = ["RestoreServerError", "VerificationFailed", "VerifyResult", "check_decryptable", "classify_failure",
-           "create_database", "drop_database", "read_identity", "remove_scratch_dir", "scratch_dir", "verify_backup"]
+           "create_database", "drop_database", "exclusions_of", "read_identity", "remove_scratch_dir", "scratch_dir",
+           "verify_backup"]
 
 log = logging.getLogger(__name__)
 
@@ -271,19 +278,22 @@ def classify_failure(what: str, text: str, secret: str | None = None) -> BackupE
 # ---------------------------------------------------------------------------------------------
 
 def restore(conn: pgtools.PgConn, path: str, fmt: str, *, jobs: int, pg_bin_root: str, major: int,
-            timeout: float | None = None, identity: str | None = None, scratch: str | None = None) -> float:
+            timeout: float | None = None, identity: str | None = None, scratch: str | None = None,
+            sections: Sequence[str] | None = None) -> float:
     """Restore ``path`` into ``conn.dbname``; returns seconds. Stops at the first error.
 
     With ``identity``, ``path`` is age-encrypted: its plaintext goes to the directory ``scratch`` (created
-    empty, removed when the restore is over, whatever happened) or streams into the restore client."""
+    empty, removed when the restore is over, whatever happened) or streams into the restore client.
+    ``sections``: pg_restore ``--section`` values (pre-data, data, post-data); None: the whole archive."""
     started = time.monotonic()
     env = conn.client_tool_env(major)
     try:
         if identity is None:
-            _restore(conn, path, fmt, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout)
+            _restore(conn, path, fmt, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout,
+                     sections=sections)
         else:
             _restore_encrypted(conn, path, fmt, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major,
-                               timeout=timeout, identity=identity, scratch=scratch)
+                               timeout=timeout, identity=identity, scratch=scratch, sections=sections)
     except BaseException:
         # A stopped restore client (time limit, task killed) may leave server sessions that finish their
         # statement first; they are in our scratch database, so end them now.
@@ -304,7 +314,9 @@ def _end_sessions(conn: pgtools.PgConn) -> None:
 
 
 def _restore(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int, pg_bin_root: str, major: int,
-             timeout: float | None) -> None:
+             timeout: float | None, sections: Sequence[str] | None = None) -> None:
+    if sections is not None and fmt not in ("custom", "directory"):
+        raise BackupError(f"a {fmt} dump cannot be restored by section: only custom and directory archives can")
     if fmt in ("custom", "directory"):
         workdir = None
         source = path
@@ -314,7 +326,8 @@ def _restore(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int,
                 with tarfile.open(path) as tar:
                     tar.extractall(workdir, filter="data")
                 source = workdir
-            _pg_restore(conn, source, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout)
+            _pg_restore(conn, source, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout,
+                        sections=sections)
         finally:
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -327,9 +340,10 @@ def _restore(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int,
 
 
 def _pg_restore(conn: pgtools.PgConn, source: str, env: dict, *, jobs: int, pg_bin_root: str, major: int,
-                timeout: float | None) -> None:
+                timeout: float | None, sections: Sequence[str] | None = None) -> None:
     pg_restore = pgtools.client_binary("pg_restore", major, pg_bin_root)
     argv = [pg_restore, "--exit-on-error", "--no-owner", "--no-privileges", f"--jobs={jobs}",
+            *(f"--section={section}" for section in sections or ()),
             "--no-password", "--dbname", conn.dbname, source]
     _run(argv, env, conn.password, timeout=timeout)
 
@@ -345,10 +359,13 @@ def _left(deadline: float | None) -> float | None:
 
 
 def _restore_encrypted(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int, pg_bin_root: str,
-                       major: int, timeout: float | None, identity: str, scratch: str | None) -> None:
+                       major: int, timeout: float | None, identity: str, scratch: str | None,
+                       sections: Sequence[str] | None = None) -> None:
     """Decrypt and restore; the plaintext exists only in ``scratch`` and only until the restore ended."""
     if fmt not in ("custom", "directory", "plain"):
         raise BackupError(f"unknown dump format {fmt!r}")
+    if sections is not None and fmt == "plain":
+        raise BackupError("a plain dump cannot be restored by section: only custom and directory archives can")
     if scratch is None:
         raise ValueError("an encrypted backup is restored through a scratch directory: none given")
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -358,12 +375,14 @@ def _restore_encrypted(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, 
         if fmt == "custom":  # pg_restore --jobs seeks in the archive: a file
             plain = os.path.join(scratch, plain_name)
             age.decrypt_file(path, plain, identity, timeout=timeout)
-            _pg_restore(conn, plain, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=_left(deadline))
+            _pg_restore(conn, plain, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=_left(deadline),
+                        sections=sections)
         elif fmt == "directory":  # our tar, extracted as it is decrypted: no plaintext tar
             workdir = os.path.join(scratch, "dump")
             with _decrypting(path, identity, timeout) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
                 tar.extractall(workdir, filter="data")
-            _pg_restore(conn, workdir, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=_left(deadline))
+            _pg_restore(conn, workdir, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=_left(deadline),
+                        sections=sections)
         else:  # plain SQL streams into psql: nothing on disk
             with _decrypting(path, identity, timeout) as stream:
                 src = gzip.GzipFile(fileobj=stream) if plain_name.endswith(".gz") else stream
@@ -621,10 +640,32 @@ def _list_restored(conn: pgtools.PgConn) -> _Restored:
                      time.monotonic() - started)
 
 
-def _structure_mismatches(restored: _Restored, expected_counts: dict[str, int],
-                          required_tables: tuple[str, ...]) -> list[str]:
-    """Tables missing, extra, or in other numbers per schema than the manifest says."""
+def _exclusion_mismatches(found: dict, expected_counts: dict[str, int], exclude_tables: tuple[str, ...],
+                          exclude_table_data: tuple[str, ...]) -> list[str]:
+    """What the exclusions promise: an excluded table absent (from the restore and the counts), a table
+    whose data is excluded counted 0 and restored (its rows are checked against that 0 with the others)."""
     mismatches: list[str] = []
+    for name in exclude_tables:
+        if name in found:
+            mismatches.append(f"table {name} is restored but the backup excludes it (exclude_tables)")
+        if name in expected_counts:
+            mismatches.append(f"table {name} is excluded (exclude_tables) but the manifest counts its rows")
+    for name in exclude_table_data:
+        if expected_counts.get(name, 0) != 0:
+            mismatches.append(f"table {name}: its data is excluded (exclude_table_data) but the manifest counts "
+                              f"{expected_counts[name]} rows")
+        if name in expected_counts and name not in found:
+            mismatches.append(f"table {name} (exclude_table_data: its definition is backed up) is missing from the "
+                              "restore")
+    return mismatches
+
+
+def _structure_mismatches(restored: _Restored, expected_counts: dict[str, int],
+                          required_tables: tuple[str, ...], exclude_tables: tuple[str, ...] = (),
+                          exclude_table_data: tuple[str, ...] = ()) -> list[str]:
+    """Tables missing, extra, or in other numbers per schema than the manifest says."""
+    mismatches: list[str] = _exclusion_mismatches(restored.tables, expected_counts, exclude_tables,
+                                                  exclude_table_data)
     found, per_schema = restored.tables, restored.per_schema
     if not found:
         mismatches.append("the restore holds no tables: nothing was verified (was an empty or the wrong database "
@@ -640,9 +681,9 @@ def _structure_mismatches(restored: _Restored, expected_counts: dict[str, int],
                 f"{expected_schema.get(schema, 0)} in the manifest"
             )
     for name in sorted(expected_counts):
-        if name not in found:
+        if name not in found and name not in exclude_table_data:  # those: said above
             mismatches.append(f"table {name} is missing from the restore")
-    for name in sorted(set(found) - set(expected_counts)):
+    for name in sorted(set(found) - set(expected_counts) - set(exclude_tables)):  # excluded ones: said above
         mismatches.append(f"table {name} is restored but not in the manifest")
     return mismatches
 
@@ -671,10 +712,14 @@ def _judge_outcomes(outcomes: list[_Outcome],
 
 
 def run_checks(conn: pgtools.PgConn, expected_counts: dict[str, int], *, required_tables: tuple[str, ...] = (),
-               jobs: int = 2) -> dict:
-    """Compare the restored database with the manifest's counts; returns facts and mismatches."""
+               jobs: int = 2, exclude_tables: Sequence[str] = (), exclude_table_data: Sequence[str] = ()) -> dict:
+    """Compare the restored database with the manifest's counts; returns facts and mismatches.
+
+    ``exclude_tables`` / ``exclude_table_data``: the manifest's (:func:`exclusions_of`); those tables must
+    be absent / restored empty."""
     listed = _list_restored(conn)
-    mismatches = _structure_mismatches(listed, expected_counts, required_tables)
+    mismatches = _structure_mismatches(listed, expected_counts, required_tables, tuple(exclude_tables),
+                                       tuple(exclude_table_data))
     work = [_Job("count", name, listed.sizes.get(name, 0), schema=s, table=t)
             for name, (s, t) in listed.tables.items() if name in expected_counts or name in required_tables]
     for oid, schema, index, _table, nbytes in listed.indexes or []:
@@ -702,6 +747,8 @@ def run_checks(conn: pgtools.PgConn, expected_counts: dict[str, int], *, require
         "amcheck": amcheck,
         "index_count": len(listed.indexes or []),
         "extension_tables": extension_tables,
+        "exclude_tables": list(exclude_tables),
+        "exclude_table_data": list(exclude_table_data),
         "mismatches": mismatches,
         "timings": {"catalog": round(listed.seconds, 3), "counts": round(busy["count"], 3),
                     "amcheck": round(busy["amcheck"], 3), "checks_wall": round(checks_wall, 3),
@@ -732,6 +779,12 @@ def describe_checks(facts: dict, expected_counts: dict[str, int], required_table
                       "config table's user rows are restored from the dump): " + ", ".join(facts["extension_tables"]))
     else:
         checks.append("no extension-owned tables")
+    if facts.get("exclude_tables"):
+        checks.append("excluded from the backup (exclude_tables), absent from the restore: "
+                      + ", ".join(facts["exclude_tables"]))
+    if facts.get("exclude_table_data"):
+        checks.append("data excluded from the backup (exclude_table_data), restored empty: "
+                      + ", ".join(facts["exclude_table_data"]))
     checks.append(f"counts and amcheck in parallel over {facts['timings']['connections']} connection(s)")
     return checks
 
@@ -753,6 +806,8 @@ def verify_backup(
     identity: str | None = None,
     identity_conn_id: str = "backup_age_identity",
     decrypt_dir: str | None = None,
+    exclude_tables: Sequence[str] = (),
+    exclude_table_data: Sequence[str] = (),
 ) -> VerifyResult:
     """Restore ``path`` into the scratch ``database`` on ``admin``'s server and check it.
 
@@ -763,6 +818,8 @@ def verify_backup(
     ``encryption`` (the manifest's block, None: not encrypted): ``identity`` (the private key, from
     Airflow connection ``identity_conn_id``) must open it, checked first; the plaintext lives in
     ``decrypt_dir`` (the restore's :func:`scratch_dir`) for the restore only.
+
+    ``exclude_tables`` / ``exclude_table_data``: the manifest's exclusions (``**exclusions_of(doc)``).
     """
     if not _SCRATCH_NAME.fullmatch(database):
         raise ValueError(f"not a scratch database name: {database!r}")
@@ -784,7 +841,8 @@ def verify_backup(
     restore_seconds = restore(conn, path, fmt, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout,
                               identity=identity if encryption else None, scratch=decrypt_dir)
     started = time.monotonic()
-    facts = run_checks(conn, expected_counts, required_tables=required, jobs=check_connections or jobs)
+    facts = run_checks(conn, expected_counts, required_tables=required, jobs=check_connections or jobs,
+                       exclude_tables=exclude_tables, exclude_table_data=exclude_table_data)
     check_seconds = round(time.monotonic() - started, 3)
     return VerifyResult(
         verified=not facts["mismatches"],

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pg_dataops.backup import verify
+from pg_dataops.common import fetch
 from pg_dataops.common.errors import VerificationFailed
 from pg_dataops.common.naming import is_encrypted_name
 from pg_dataops.common.pg import PgConn
-from pg_dataops.common import fetch
 
 
 def restore_drill(admin: PgConn, database: str, download_path: str, doc: dict, *, identity: Callable[[], str],
@@ -32,6 +32,7 @@ def restore_drill(admin: PgConn, database: str, download_path: str, doc: dict, *
             admin, database, path, fmt=doc.get("format", "custom"), expected_counts=doc.get("table_counts", {}),
             backup_server_version_num=int(doc.get("server_version_num") or 0), jobs=jobs, pg_bin_root=pg_bin_root,
             required_tables=tuple(required_tables), timeout=timeout,
+            **verify.exclusions_of(doc),  # the manifest's exclusions: absent / empty tables are expected
         ).to_dict()
     finally:
         if is_encrypted_name(download_path):
