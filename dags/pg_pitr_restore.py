@@ -20,6 +20,7 @@ waits until promoted or paused; if the archive ends before the target, recovers 
 `pg_dump -Fc | pg_restore --exit-on-error`, counts compared; dropped on failure) -> **approve_swap**
 (only with `swap`: waits in *Required Actions* with the preview, rejected after
 `approval_timeout_minutes`; `confirm` = the database's name approves in advance) -> **swap** ->
+**carry_catalog** (when the catalog lives in the target's database: its rows copied from the kept database) ->
 **teardown** (scratch server stopped and removed, always) -> **report** (`pitr_recoveries` row, Slack
 with the switch-over commands or the swap done).
 """
@@ -31,6 +32,7 @@ import datetime as dt
 from airflow.sdk import Param, TriggerRule, chain
 from pg_dataops.airflow.approval import ApprovalGateOperator
 from pg_dataops.airflow.dag_defaults import standard_dag
+from pg_dataops.catalog.operators import CarryCatalogOperator
 from pg_dataops.common.config import load_config
 from pg_dataops.pitr.operators import (
     CheckRecoveredOperator,
@@ -104,13 +106,14 @@ with standard_dag(
         requested="{{ params.swap }}", confirm="{{ params.confirm }}",
         approval_timeout_minutes="{{ params.approval_timeout_minutes }}")
     swap = SwapDatabasesOperator(task_id="swap", plan=validate.output, copied=copy.output, approval=approve.output)
+    carry = CarryCatalogOperator(task_id="carry_catalog", target="{{ params.target }}", swapped=swap.output)
     teardown = TeardownRecoveryOperator(task_id="teardown", plan=validate.output)
     report = ReportRecoveryOperator(
         task_id="report", plan=validate.output, recovered=recover.output, checked=check.output,
         copied=copy.output, swapped=swap.output, approval=approve, validate=validate, restore=restore,
-        steps=[validate, restore, recover, check, copy, swap, teardown])
+        steps=[validate, restore, recover, check, copy, swap, carry, teardown])
 
-    chain(validate, restore, recover, check, copy, approve, swap, report)
+    chain(validate, restore, recover, check, copy, approve, swap, carry, report)
     # The scratch server is not needed after the copy: released before a possibly long approval wait. A
     # teardown runs ALL_DONE here (not only after a successful setup): a failed restore leaves files too.
     copy >> teardown.as_teardown(setups=restore)

@@ -145,6 +145,10 @@ def test_schedules_and_manual_dags(dagbag):
         "pg_wal_archive_check": "5 * * * *",
         "pg_pitr_restore": None,
         "pg_pitr_drill": "0 6 * * 0",
+        "pg_full_recovery": None,
+        "pg_recovery_rehearsal": "0 4 1 * *",
+        "pg_table_restore": None,
+        "pg_user_data_restore": None,
     }
     retention = dagbag.dags["pg_backup_retention"]
     assert retention.params["dry_run"] is True and retention.params["max_delete_fraction"] is None

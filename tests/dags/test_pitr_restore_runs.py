@@ -95,7 +95,7 @@ def test_recovers_to_the_moment_and_swaps_with_confirm(run_dag, archived, cluste
     run = run_restore(run_dag, archived, {"target_time": moment.isoformat(), "swap": True, "confirm": "glimpse"})
     assert run.state == "success", run.output[-4000:]
     assert run.task_states == {**{t: "success" for t in ("validate", "restore_base", "recover", "check",
-                                                        "copy_to_target", "approve_swap", "swap", "teardown",
+                                                        "copy_to_target", "approve_swap", "swap", "carry_catalog", "teardown",
                                                         "report")}, "run_outcome": "skipped"}
     assert "recoverable window of glimpse: " in run.output  # validate's first line
 

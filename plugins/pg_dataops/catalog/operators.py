@@ -41,3 +41,31 @@ class RebuildCatalogOperator(StepOperator):
         for d in result.dump_problems:
             self.log.warning("recorded FAILED for s3://%s/%s: %s", cfg.bucket, d["key"], d["problem"])
         return result.to_dict()
+
+
+class CarryCatalogOperator(StepOperator):
+    """Right after a swap (pg_full_recovery, pg_pitr_restore): when the catalog lives in the swapped database
+    (``catalog_conn_id`` names the target's database, as the runbook and the default config have it), its rows
+    are copied from the kept database into the new production one (``pg_dataops.catalog.carry``); otherwise
+    nothing to do. ``swapped``: the swap's result (``swapped``, ``production``, ``old_database``)."""
+
+    template_fields = ("target", "swapped")
+    ui_color = "#e0f0e0"
+    waiting_for = "the copy of the catalog tables into the new production database"
+
+    def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops.airflow.base import pg_conn
+        from pg_dataops.catalog import carry
+
+        swapped = self.swapped or {}
+        if not swapped.get("swapped") or not swapped.get("old_database"):
+            return {"carried": False, "why": "the swap kept no database to carry the catalog from"}
+        t = cfg.target(self.target)
+        production = pg_conn(t.conn_id, t.database, f"target database of {self.target}", require_database=True,
+                             cfg=cfg)
+        catalog = pg_conn(cfg.catalog_conn_id, None, "backup catalog", cfg=cfg)
+        if not carry.same_database(production, catalog):
+            return {"carried": False, "why": f"the catalog is in {catalog.describe()}, not in the swapped database"}
+        result = carry.carry_over(production.with_db(swapped["old_database"]), production)
+        self.log.info("catalog carried from %s into %s: %s", result["from"], result["to"], result["rows"])
+        return result

@@ -137,8 +137,9 @@ class Restore:
 
     approval_timeout_minutes: int = 60  # the forms' default: nobody approving within this rejects
     rehearsal_schedule: str = "0 4 1 * *"  # the runbook's monthly full recovery simulation
-    staging_schema: str = "pg_dataops_staging"  # + "_<run>": where partial restores stage backup rows
-    safety_schema: str = "pg_dataops_safety"  # where pg_user_data_restore keeps a user's previous rows
+    # Not "pg_...": PostgreSQL reserves that prefix for system schemas (CREATE SCHEMA refuses it).
+    staging_schema: str = "dataops_staging"  # + "_<run>": where partial restores stage backup rows
+    safety_schema: str = "dataops_safety"  # where pg_user_data_restore keeps a user's previous rows
     safety_prefix: str = "safety"  # S3: {prefix}/{safety_prefix}/{target}/...: pre-recovery safety dumps
     health_timeout_seconds: int = 120  # pg_full_recovery retries the health check for this long
     app_stop: AppStep | None = None  # None: no application step (the default)
@@ -409,7 +410,7 @@ def _parse_pitr(raw: Any, env: Mapping[str, str], targets: tuple[Target, ...]) -
 
 
 _RESTORE_FIELDS: dict[str, tuple[type, int | None, int | None]] = {
-    "approval_timeout_minutes": (int, 1, 10080), "rehearsal_schedule": (str, None, None),
+    "approval_timeout_minutes": (int, 1, 1440), "rehearsal_schedule": (str, None, None),
     "staging_schema": (str, None, None), "safety_schema": (str, None, None), "safety_prefix": (str, None, None),
     "health_timeout_seconds": (int, 1, 3600), "user_key": (str, None, None),
 }
@@ -461,6 +462,9 @@ def _parse_restore(raw: Any, env: Mapping[str, str]) -> Restore:
     for name in ("staging_schema", "safety_schema"):
         if name in out and not re.fullmatch(r"[a-z_][a-z0-9_]{0,39}", out[name]):
             raise ConfigError(f"restore.{name}: {out[name]!r} must be lower-case letters, digits and '_' (at most 40)")
+        if name in out and out[name].startswith("pg_"):
+            raise ConfigError(f"restore.{name}: {out[name]!r} starts with pg_, which PostgreSQL reserves for system "
+                              "schemas")
     if "safety_prefix" in out and not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", out["safety_prefix"]):
         raise ConfigError(f"restore.safety_prefix: {out['safety_prefix']!r} must be a relative S3 path")
     if "user_key" in out and not _COLUMN_PATH_RE.match(out["user_key"]):

@@ -75,7 +75,7 @@ def toc_tables(archive: str, pg_restore: str) -> list[TocTable]:
     for line in _run([pg_restore, "-l", archive]).splitlines():
         if not line or line.startswith(";"):
             continue
-        m = re.match(r"^(\d+); \d+ \d+ (TABLE DATA|TABLE) (\S+) (.+) (\S+)$", line)
+        m = re.match(r"^(\d+); \d+ \d+ (TABLE DATA|TABLE(?! ATTACH )) (\S+) (.+) (\S+)$", line)
         if not m:
             continue
         key = (m.group(3), m.group(4))
@@ -88,15 +88,12 @@ def toc_tables(archive: str, pg_restore: str) -> list[TocTable]:
 
 def near_matches(wanted: str, names: Sequence[str], limit: int = 5) -> list[str]:
     """The names most like ``wanted`` (schema.table), for "did you mean" in an error."""
+    # By the table's own name: compared as "schema.table", a common "public." made unrelated names look close.
     table = wanted.split(".")[-1]
-    same_name = [n for n in names if n.split(".")[-1] == table]
-    close = difflib.get_close_matches(wanted, names, n=limit, cutoff=0.5)
-    close += difflib.get_close_matches(table, [n.split(".")[-1] for n in names], n=limit, cutoff=0.6)
+    bare = list(dict.fromkeys(n.split(".")[-1] for n in names))
     out: list[str] = []
-    for n in same_name + close:
-        full = n if "." in n else next((m for m in names if m.split(".")[-1] == n), n)
-        if full not in out:
-            out.append(full)
+    for close in [table] + difflib.get_close_matches(table, bare, n=limit, cutoff=0.6):
+        out += [n for n in names if n.split(".")[-1] == close and n not in out]
     return out[:limit]
 
 
@@ -120,7 +117,9 @@ def table_definition(archive: str, table: TocTable, pg_restore: str) -> str:
     """The ``CREATE TABLE`` statement pg_dump wrote for ``table`` (columns, types, NOT NULL, CHECKs)."""
     text = _run([pg_restore, "--schema-only", "--section=pre-data", "-n", table.schema, "-t", table.name,
                  "-f", "-", archive])
-    m = re.search(r"^CREATE (?:UNLOGGED )?TABLE .*?^\)(?: PARTITION BY [^;]*)?;$", text, re.M | re.S)
+    # pg_dump ends the statement with ")" and, each on its own line, INHERITS / PARTITION BY / WITH (...), then ";"
+    m = re.search(r"^CREATE (?:UNLOGGED )?TABLE .*?^\)(?:\n(?:INHERITS|PARTITION BY|WITH|SERVER|OPTIONS) [^;]*)?;$",
+                  text, re.M | re.S)
     if not m:
         raise ArchiveError(f"no CREATE TABLE statement for {table.qualified} in the archive's definition")
     return m.group(0)
@@ -137,7 +136,7 @@ def staging_definition(pg: psycopg.Connection, definition: str, table: TocTable,
     expected = f"{quote_ident(pg, table.schema)}.{quote_ident(pg, table.name)}"
     if not head or head.group(1) != expected:
         raise ArchiveError(f"the archive's definition of {table.qualified} does not start as pg_dump writes it")
-    if " PARTITION BY " in definition or " INHERITS (" in definition:
+    if "\nPARTITION BY " in definition or "\nINHERITS (" in definition:
         raise RequestRefused(f"{table.qualified} is partitioned or inherits: restore it with pg_full_recovery or "
                              "by hand")
     body = definition[head.end():]
@@ -218,6 +217,8 @@ def copy_into(pg: psycopg.Connection, archive: str, table: TocTable, pg_restore:
                         continue
                     copy.write(raw)
                     kept += 1
+            for _ in lines:  # read pg_restore's output to its end: closing the pipe early would kill it (SIGPIPE)
+                pass
             proc.stdout.close()
             rc = proc.wait(timeout=timeout)
         except BaseException:
@@ -244,3 +245,90 @@ def matches_any(columns: list[str], wanted: Sequence[str], value: str) -> Callab
         return any(fields[i] == target for i in positions)
 
     return keep
+
+
+# ---- the entries that make up one table (to re-create a dropped table with its indexes, constraints, ...) ----
+
+@dataclass(frozen=True)
+class TocEntry:
+    dump_id: int
+    type: str  # pg_dump's entry type: TABLE, INDEX, CONSTRAINT, FK CONSTRAINT, DEFAULT, SEQUENCE, ...
+    schema: str
+    name: str  # pg_dump's tag: "likes", "likes likes_pkey", "COLUMN likes.id", ...
+    statement: str
+
+
+_ENTRY_HEAD_RE = re.compile(r"^-- TOC entry (\d+) \(class \d+ OID \d+\)\n(?:-- Dependencies: [^\n]*\n)?"
+                            r"-- Name: (.*?); Type: (.*?); Schema: (.*?); Owner: [^\n]*\n(?:-- [^\n]*\n)*--\n", re.M)
+
+
+def schema_entries(archive: str, pg_restore: str) -> list[TocEntry]:
+    """Every schema entry of the archive with its SQL (``pg_restore --schema-only -v``: each statement under
+    its "-- TOC entry N" / "-- Name: ..; Type: ..; Schema: .." header)."""
+    text = _run([pg_restore, "--schema-only", "-v", "-f", "-", archive])
+    heads = list(_ENTRY_HEAD_RE.finditer(text))
+    out = []
+    for i, m in enumerate(heads):
+        end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
+        body = text[m.end():end]
+        body = re.sub(r"\n--\n\Z", "\n", body.rstrip("\n") + "\n").strip()  # the next header's leading "--"
+        out.append(TocEntry(int(m.group(1)), m.group(3), m.group(4), m.group(2), body))
+    return out
+
+
+def _mentions(statement: str, qualified: str) -> bool:
+    return re.search(r"(?<![\w\".])" + re.escape(qualified) + r"(?![\w\"])", statement) is not None
+
+
+def table_entries(entries: Sequence[TocEntry], table: TocTable, quoted: str) -> dict[str, list[TocEntry]]:
+    """The schema entries of ``table`` (``quoted``: its name as pg_dump writes it, e.g. ``public.likes``):
+
+    - ``own``: the TABLE and what is defined on it (indexes, its constraints and foreign keys, defaults,
+      identity / owned sequences, triggers, rules, policies, comments); privileges are left out.
+    - ``referencing``: foreign keys of OTHER tables that point at it (listed, never re-created here).
+    """
+    own, referencing, sequences = [], [], set()
+    for e in entries:
+        if e.type == "ACL":
+            continue
+        if e.type == "TABLE":
+            if e.schema == table.schema and e.name == table.name:
+                own.append(e)
+            continue
+        if not _mentions(e.statement, quoted):
+            continue
+        if e.type == "FK CONSTRAINT":
+            head = re.match(r"ALTER TABLE (?:ONLY )?(\S+)\n", e.statement)
+            (own if head and head.group(1) == quoted else referencing).append(e)
+            continue
+        own.append(e)
+        m = re.match(r"ALTER SEQUENCE (\S+) OWNED BY ", e.statement)
+        if m:
+            sequences.add(m.group(1))
+    # a serial column's sequence: CREATE SEQUENCE does not name the table, its OWNED BY entry does
+    own += [e for e in entries if e.type == "SEQUENCE" and e not in own
+            and f"{_quote_name(e.schema)}.{_quote_name(e.name)}" in sequences]
+    own.sort(key=lambda e: e.dump_id)
+    return {"own": own, "referencing": referencing}
+
+
+def _quote_name(name: str) -> str:
+    """pg_dump's quoting for the common case (lower-case identifiers stay bare); used only to match names."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def use_list(archive: str, pg_restore: str, dump_ids: set[int], *, data_of: TocTable | None = None,
+             sequences: Sequence[str] = ()) -> str:
+    """The lines of ``pg_restore -l`` for ``dump_ids`` (plus ``data_of``'s TABLE DATA and the SEQUENCE SET
+    of ``sequences``, schema.name), for ``pg_restore -L``."""
+    keep = []
+    for line in _run([pg_restore, "-l", archive]).splitlines():
+        m = re.match(r"^(\d+); \d+ \d+ (.+)$", line)
+        if not m:
+            continue
+        rest = m.group(2)
+        if int(m.group(1)) in dump_ids \
+                or (data_of is not None and rest.startswith(f"TABLE DATA {data_of.schema} {data_of.name} ")) \
+                or any(rest.startswith(f"SEQUENCE SET {s.replace('.', ' ', 1)} ") for s in sequences):
+            keep.append(line)
+    return "\n".join(keep) + "\n"

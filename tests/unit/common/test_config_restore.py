@@ -54,9 +54,10 @@ def test_exclusions_per_target(tmp_path):
 
 
 @pytest.mark.parametrize(("restore", "message"), [
-    ({"approval_timeout_minutes": 0}, "restore.approval_timeout_minutes: 0 is outside 1..10080"),
+    ({"approval_timeout_minutes": 0}, "restore.approval_timeout_minutes: 0 is outside 1..1440"),
     ({"rehearsal_schedule": "monthly"}, "restore.rehearsal_schedule: not a valid cron expression"),
     ({"staging_schema": "Staging; DROP"}, "restore.staging_schema: 'Staging; DROP' must be lower-case"),
+    ({"safety_schema": "pg_safety"}, "restore.safety_schema: 'pg_safety' starts with pg_, which PostgreSQL reserves"),
     ({"user_key": "users.id"}, "restore.user_key: 'users.id' must be schema.table.column"),
     ({"app_stop": "systemctl stop glimpse-api"}, "restore.app_stop: must be a mapping with exactly one of http"),
     ({"app_stop": {"command": "systemctl stop x"}}, "restore.app_stop.command: must be a non-empty list"),

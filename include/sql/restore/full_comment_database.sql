@@ -1,0 +1,2 @@
+-- Marks the database as this run's ({comment} a literal): only this run's cleanup or retry may drop it.
+COMMENT ON DATABASE {name} IS {comment};
