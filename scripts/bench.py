@@ -24,6 +24,9 @@ PostgreSQL 15 cluster, plus one of 1/8 that size, and times on each:
   against raw ``pg_basebackup`` + zstd at the same settings, the time from trigger to ``glimpse_recovery``
   ready after BENCH_PITR_WAL_MINUTES (default 10) of WAL, and the RPO of a SIGKILL at archive_timeout 60
   and 10. BENCH_PITR_ONLY=1 runs only this part.
+- full recovery (scripts/bench_restore.py, on a cluster of its own): pg_full_recovery's steps (download, check,
+  restore, checks, safety dump, swap, ANALYZE) from moto S3 against raw pg_restore -j2 of the same archive;
+  targets RTO < 300 s for 1 GB, restore step <= 1.10x raw. BENCH_RESTORE_ONLY=1 runs only this part.
 
 Each figure is the median of 3 runs after 1 warm-up (BENCH_QUICK=1: a single run); raw and pipeline
 runs alternate. CPU time is accounted per party (pg_dump, the pipeline's Python, the server, moto) and
@@ -933,10 +936,20 @@ def pitr_part():
     return bench_pitr
 
 
+def restore_part():
+    """scripts/bench_restore.py (the full recovery vs raw pg_restore -j2), sharing this module's helpers."""
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    import bench_restore
+
+    return bench_restore
+
+
 def main() -> int:
     BENCH_DIR.mkdir(exist_ok=True)
     if os.environ.get("BENCH_PITR_ONLY", "").strip() not in ("", "0"):
         return pitr_part().main()
+    if os.environ.get("BENCH_RESTORE_ONLY", "").strip() not in ("", "0"):
+        return restore_part().main()
     imports = import_report(dag_import_times())
     if os.environ.get("BENCH_IMPORT_ONLY", "").strip() not in ("", "0"):
         print(imports)
@@ -1020,6 +1033,8 @@ def main() -> int:
         if not (verify_only or encryption_only):
             pitr = pitr_part()
             text += pitr.section(pitr.run(target_mb=target_mb, quick=quick, s3=s3))
+            restore = restore_part()
+            text += restore.section(restore.run(target_mb=target_mb, quick=quick, s3=s3))
         text += f"\nTotal benchmark time {time.monotonic() - started:.0f} s.\n"
         RESULTS.write_text(text)
         # every sample, for figures the report does not show

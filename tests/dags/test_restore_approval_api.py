@@ -1,0 +1,193 @@
+"""The approval, the Airflow way, end to end: pg_table_restore triggered through the REST API without `confirm`
+waits in Required Actions (task state `awaiting_input`) with the preview's counts in the approval's body; a
+person answers through the REST API (what the UI's Approve / Reject buttons call) and the run goes on.
+
+One real Airflow (api-server, scheduler, dag-processor; LocalExecutor on the test's SQLite metadata DB), two
+runs: Approve (the damaged public.likes is back to its pre-damage digest, restore_logs says who approved) and
+Reject (a green run that changed nothing, restore_logs REJECTED). `airflow dags test` cannot do this: it blocks
+on the wait."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from urllib.parse import quote
+
+import devstack
+import psycopg
+import pytest
+from pg_dataops.backup import steps as backup
+from pg_dataops.common.config import load_config
+
+from tests.support.pg import table_digests
+
+from .conftest import json_posts
+
+pytestmark = pytest.mark.dagrun
+
+DAG_ID = "pg_table_restore"
+GATE = "approve_apply"
+DB = "hd_approval_glimpse"
+MOMENT = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.UTC)  # 25 Nov 02:00 in Seoul
+BACKUP_DATE = "20261125"
+WAIT_SECONDS = 150  # a step of the run, scheduled and executed by a LocalExecutor on a busy 2-vCPU machine
+
+
+def pg(cluster, dbname: str = DB):
+    return psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
+                           dbname=dbname, autocommit=True)
+
+
+def damage_likes(cluster, *, delete: int, change: int) -> None:
+    with pg(cluster) as c:
+        c.execute("DELETE FROM public.likes WHERE id IN (SELECT id FROM public.likes ORDER BY id LIMIT %s)", (delete,))
+        c.execute("UPDATE public.likes SET is_super = NOT is_super, updated_at = now() "
+                  "WHERE id IN (SELECT id FROM public.likes ORDER BY id DESC LIMIT %s)", (change,))
+
+
+def restore_log(cluster, run_id: str) -> dict | None:
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
+                         dbname="catalog", row_factory=psycopg.rows.dict_row) as c:
+        if not c.execute("SELECT to_regclass('public.restore_logs') IS NOT NULL AS e").fetchone()["e"]:
+            return None
+        return c.execute("SELECT * FROM restore_logs WHERE run_id = %s", (run_id,)).fetchone()
+
+
+@pytest.fixture
+def damaged(cluster, s3, bucket, tmp_path):
+    """A copy of the demo database, backed up to the test's bucket, then public.likes damaged (40 rows deleted,
+    25 changed); yields the pre-damage digest of public.likes."""
+    cluster.dropdb(DB)
+    cluster.createdb(DB)
+    cluster.load_demo(DB, 300)
+    cfg = load_config(environ={"PGBACKUP_BUCKET": bucket, "PGBACKUP_LOCAL_ROOT": str(tmp_path / "seed"),
+                               "PGBACKUP_MULTIPART_CHUNK_MB": "5"})
+    client = s3.client()
+    dump = backup.dump_step(cfg, cfg.target("glimpse"), cluster.conn(DB), "daily", MOMENT)
+    upload = backup.upload_step(client, cfg, dump, backup.checksum_step(dump))
+    backup.manifest_step(client, cfg, dump, upload, {"verified": True}, "pg_backup", "seed")
+    before = table_digests(cluster, DB)["public.likes"]
+    damage_likes(cluster, delete=40, change=25)
+    yield before
+    cluster.dropdb(DB)
+
+
+class Run:
+    """One run of pg_table_restore on the running Airflow, read through the REST API."""
+
+    def __init__(self, airflow: devstack.AirflowServices, run_id: str):
+        self.airflow, self.run_id = airflow, run_id
+        self.path = f"dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}"
+
+    def state(self) -> str:
+        self.airflow.check_running()
+        return self.airflow.api("GET", self.path)["state"]
+
+    def task_state(self, task_id: str) -> str | None:
+        self.airflow.check_running()
+        return self.airflow.api("GET", f"{self.path}/taskInstances/{task_id}")["state"]
+
+    def task_states(self) -> dict[str, str | None]:
+        tis = self.airflow.api("GET", f"{self.path}/taskInstances")["task_instances"]
+        return {t["task_id"]: t["state"] for t in tis}
+
+    def wait_awaiting_input(self) -> None:
+        def waiting() -> bool:
+            state = self.task_state(GATE)
+            if self.state() in ("failed", "success"):
+                raise AssertionError(f"the run ended before the approval: {self.task_states()}")
+            return state == "awaiting_input"
+
+        assert devstack.wait_for(waiting, timeout=WAIT_SECONDS, interval=1), self.task_states()
+        # The gate reports awaiting_input before the scheduler has taken in its process's end; an answer in that
+        # second makes the scheduler see the old process end while the resumed try is queued, and fail the gate
+        # (Airflow 3.3.2). A person takes longer than that: answer once the scheduler has logged the end.
+        finished = f"TaskInstance Finished: dag_id={DAG_ID}, task_id={GATE}, run_id={self.run_id},"
+        assert devstack.wait_for(lambda: finished in self.airflow.log("scheduler").read_text(errors="replace"),
+                                 timeout=60, interval=0.5), "the scheduler never took in the gate's pause"
+
+    def pending_approval(self) -> dict:
+        pending = self.airflow.api("GET", "dags/~/dagRuns/~/hitlDetails?response_received=false")["hitl_details"]
+        mine = [d for d in pending if d["task_instance"]["dag_run_id"] == self.run_id]
+        assert len(mine) == 1, pending
+        return mine[0]
+
+    def answer(self, option: str) -> dict:
+        return self.airflow.api("PATCH", f"{self.path}/taskInstances/{GATE}/-1/hitlDetails",
+                                {"chosen_options": [option], "params_input": {}})
+
+    def wait_end(self) -> str:
+        assert devstack.wait_for(lambda: self.state() in ("failed", "success"), timeout=WAIT_SECONDS, interval=1), \
+            self.task_states()
+        return self.state()
+
+
+def test_table_restore_waits_for_an_approval_answered_through_the_rest_api(dag_env, cluster, bucket, receiver,
+                                                                           damaged):
+    before_damage = damaged
+    damaged_now = table_digests(cluster, DB)["public.likes"]
+    assert damaged_now != before_damage and damaged_now[0] == before_damage[0] - 40
+    receiver.clear()
+    env = dag_env(bucket=bucket, conns={"glimpse_db": cluster.airflow_conn(DB)})
+    airflow = devstack.AirflowServices(env)
+    started = time.monotonic()
+    try:
+        airflow.start()
+        airflow.wait_for_dag(DAG_ID)
+        up = time.monotonic()
+        conf = {"table": "public.likes", "backup_date": BACKUP_DATE, "mode": "replace"}  # no confirm
+
+        # --- Approve ---------------------------------------------------------------------------------------
+        run = Run(airflow, airflow.trigger(DAG_ID, conf))
+        run.wait_awaiting_input()
+        assert run.task_state("apply") in (None, "none", "scheduled")  # nothing applied while it waits
+        assert table_digests(cluster, DB)["public.likes"] == damaged_now
+        pending = run.pending_approval()
+        assert pending["subject"] == "Apply the table restore?"
+        assert pending["options"] == ["Approve", "Reject"] and pending["response_received"] is False
+        body = pending["body"]
+        assert "public.likes" in body and "mode **replace**" in body, body
+        # the preview's counts: what is there now, what the backup has, what the apply would do
+        assert f"| in the table now | {damaged_now[0]:,} |" in body, body
+        assert f"| in the backup | {before_damage[0]:,} |" in body, body
+        assert "| to insert (missing now) | 40 |" in body, body
+        assert "| to replace (changed since, all columns) | 25 |" in body, body
+        assert "| to delete (not in the backup) | 0 |" in body, body
+        assert "safety dump of the table goes to `s3://" in body, body
+        assert any("Approval needed: Apply the table restore?" in p.get("text", "")
+                   for p in json_posts(receiver, "/slack")), receiver.requests
+
+        answered = run.answer("Approve")
+        assert answered["chosen_options"] == ["Approve"] and answered["responded_by"]["name"] == "admin"
+        assert run.wait_end() == "success", run.task_states()
+        states = run.task_states()
+        assert states[GATE] == "success" and states["apply"] == "success" and states["report"] == "success", states
+        assert table_digests(cluster, DB)["public.likes"] == before_damage
+        row = restore_log(cluster, run.run_id)
+        assert row is not None and row["status"] == "SUCCESS", row
+        assert row["approved_by"] == "admin" and row["kind"] == "table", row
+        assert row["safety_location"].startswith(f"s3://{bucket}/"), row
+        approved_at = time.monotonic()
+
+        # --- Reject: a green run that changes nothing --------------------------------------------------------
+        damage_likes(cluster, delete=10, change=0)
+        damaged_again = table_digests(cluster, DB)["public.likes"]
+        run = Run(airflow, airflow.trigger(DAG_ID, conf))
+        run.wait_awaiting_input()
+        assert "| to insert (missing now) | 10 |" in run.pending_approval()["body"]
+        run.answer("Reject")
+        assert run.wait_end() == "success", run.task_states()  # a rejection is not a failure
+        states = run.task_states()
+        assert states[GATE] == "success" and states["apply"] == "skipped", states
+        assert states["cleanup"] == "success" and states["report"] == "success", states
+        assert table_digests(cluster, DB)["public.likes"] == damaged_again
+        row = restore_log(cluster, run.run_id)
+        assert row is not None and row["status"] == "REJECTED" and row["approved_by"] is None, row
+        assert row["details"]["approval"]["responded_by"] == "admin", row["details"]
+        with pg(cluster) as c:  # the staging schemas of both runs were dropped
+            assert c.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE %s",
+                             (load_config().restore.staging_schema + "%",)).fetchone()[0] == 0
+        print(f"\n[timing] airflow up {up - started:.0f} s, approve run {approved_at - up:.0f} s, "
+              f"reject run {time.monotonic() - approved_at:.0f} s")
+    finally:
+        airflow.stop()
