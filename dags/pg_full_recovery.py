@@ -74,6 +74,12 @@ with standard_dag(
                                       "rows; post-data: indexes, constraints, triggers. pre-data is required "
                                       "(the new database is empty); without data only the tables' existence "
                                       "is checked."),
+        "owners_and_privileges": Param(False, type="boolean", title="Keep owners and GRANTs",
+                                       description="Off (default): pg_restore --no-owner --no-privileges, every "
+                                                   "object owned by the Airflow connection's user (works when the "
+                                                   "roles differ). On: owners and GRANTs as in the backup (the "
+                                                   "roles must exist on the server; a superuser connection): what "
+                                                   "an application connecting as its own role needs."),
         **approval_params(CFG, step="the swap (rejected: production stays as it is, the new database is dropped)"),
     },
 ) as dag:

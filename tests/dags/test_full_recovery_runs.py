@@ -217,8 +217,9 @@ def test_the_recovery_waits_for_the_approval_before_touching_the_application_or_
     bag = DagBag(dag_folder=str(REPO / "dags" / "pg_full_recovery.py"))
     dag = bag.dags["pg_full_recovery"]
     assert type(dag.timetable).__name__ == "NullTimetable"
-    assert set(dag.params.keys()) == {"target", "backup_date", "backup_key", "parallel_jobs", "sections", "confirm",
-                                      "approval_timeout_minutes"}
+    assert set(dag.params.keys()) == {"target", "backup_date", "backup_key", "parallel_jobs", "sections",
+                                      "owners_and_privileges", "confirm", "approval_timeout_minutes"}
+    assert dag.params["owners_and_privileges"] is False
     assert dag.params["sections"] == ["pre-data", "data", "post-data"] and dag.params["parallel_jobs"] == 2
     order = [t.task_id for t in dag.topological_sort()]
     assert order.index("check") < order.index("approve_swap") < order.index("stop_app") < order.index(

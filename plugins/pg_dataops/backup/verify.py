@@ -279,21 +279,24 @@ def classify_failure(what: str, text: str, secret: str | None = None) -> BackupE
 
 def restore(conn: pgtools.PgConn, path: str, fmt: str, *, jobs: int, pg_bin_root: str, major: int,
             timeout: float | None = None, identity: str | None = None, scratch: str | None = None,
-            sections: Sequence[str] | None = None) -> float:
+            sections: Sequence[str] | None = None, owners: bool = False) -> float:
     """Restore ``path`` into ``conn.dbname``; returns seconds. Stops at the first error.
 
     With ``identity``, ``path`` is age-encrypted: its plaintext goes to the directory ``scratch`` (created
     empty, removed when the restore is over, whatever happened) or streams into the restore client.
-    ``sections``: pg_restore ``--section`` values (pre-data, data, post-data); None: the whole archive."""
+    ``sections``: pg_restore ``--section`` values (pre-data, data, post-data); None: the whole archive.
+    ``owners``: keep the backup's owners and GRANTs (the roles must exist; a superuser connection); the
+    default restores with ``--no-owner --no-privileges``, every object owned by the connection's user."""
     started = time.monotonic()
     env = conn.client_tool_env(major)
     try:
         if identity is None:
             _restore(conn, path, fmt, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout,
-                     sections=sections)
+                     sections=sections, owners=owners)
         else:
             _restore_encrypted(conn, path, fmt, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major,
-                               timeout=timeout, identity=identity, scratch=scratch, sections=sections)
+                               timeout=timeout, identity=identity, scratch=scratch, sections=sections,
+                               owners=owners)
     except BaseException:
         # A stopped restore client (time limit, task killed) may leave server sessions that finish their
         # statement first; they are in our scratch database, so end them now.
@@ -314,7 +317,7 @@ def _end_sessions(conn: pgtools.PgConn) -> None:
 
 
 def _restore(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int, pg_bin_root: str, major: int,
-             timeout: float | None, sections: Sequence[str] | None = None) -> None:
+             timeout: float | None, sections: Sequence[str] | None = None, owners: bool = False) -> None:
     if sections is not None and fmt not in ("custom", "directory"):
         raise BackupError(f"a {fmt} dump cannot be restored by section: only custom and directory archives can")
     if fmt in ("custom", "directory"):
@@ -327,7 +330,7 @@ def _restore(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int,
                     tar.extractall(workdir, filter="data")
                 source = workdir
             _pg_restore(conn, source, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=timeout,
-                        sections=sections)
+                        sections=sections, owners=owners)
         finally:
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -340,9 +343,9 @@ def _restore(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int,
 
 
 def _pg_restore(conn: pgtools.PgConn, source: str, env: dict, *, jobs: int, pg_bin_root: str, major: int,
-                timeout: float | None, sections: Sequence[str] | None = None) -> None:
+                timeout: float | None, sections: Sequence[str] | None = None, owners: bool = False) -> None:
     pg_restore = pgtools.client_binary("pg_restore", major, pg_bin_root)
-    argv = [pg_restore, "--exit-on-error", "--no-owner", "--no-privileges", f"--jobs={jobs}",
+    argv = [pg_restore, "--exit-on-error", *(() if owners else ("--no-owner", "--no-privileges")), f"--jobs={jobs}",
             *(f"--section={section}" for section in sections or ()),
             "--no-password", "--dbname", conn.dbname, source]
     _run(argv, env, conn.password, timeout=timeout)
@@ -360,7 +363,7 @@ def _left(deadline: float | None) -> float | None:
 
 def _restore_encrypted(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, jobs: int, pg_bin_root: str,
                        major: int, timeout: float | None, identity: str, scratch: str | None,
-                       sections: Sequence[str] | None = None) -> None:
+                       sections: Sequence[str] | None = None, owners: bool = False) -> None:
     """Decrypt and restore; the plaintext exists only in ``scratch`` and only until the restore ended."""
     if fmt not in ("custom", "directory", "plain"):
         raise BackupError(f"unknown dump format {fmt!r}")
@@ -376,13 +379,13 @@ def _restore_encrypted(conn: pgtools.PgConn, path: str, fmt: str, env: dict, *, 
             plain = os.path.join(scratch, plain_name)
             age.decrypt_file(path, plain, identity, timeout=timeout)
             _pg_restore(conn, plain, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=_left(deadline),
-                        sections=sections)
+                        sections=sections, owners=owners)
         elif fmt == "directory":  # our tar, extracted as it is decrypted: no plaintext tar
             workdir = os.path.join(scratch, "dump")
             with _decrypting(path, identity, timeout) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
                 tar.extractall(workdir, filter="data")
             _pg_restore(conn, workdir, env, jobs=jobs, pg_bin_root=pg_bin_root, major=major, timeout=_left(deadline),
-                        sections=sections)
+                        sections=sections, owners=owners)
         else:  # plain SQL streams into psql: nothing on disk
             with _decrypting(path, identity, timeout) as stream:
                 src = gzip.GzipFile(fileobj=stream) if plain_name.endswith(".gz") else stream

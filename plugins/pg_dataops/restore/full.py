@@ -125,6 +125,7 @@ def plan_recovery(cfg: Config, params: Mapping[str, Any], *, target: str, databa
         raise request.RequestRefused(
             f"sections {', '.join(sections)} without pre-data: the recovery restores into a new, empty database, "
             "which needs the tables (pre-data) before data or indexes (post-data) can go in")
+    owners = params.get("owners_and_privileges") in (True, "true", "True")
     confirm = request.text_param(params, "confirm")
     request.check_confirm(confirm, database)
     stamp = source.stamp(started_at)
@@ -146,7 +147,7 @@ def plan_recovery(cfg: Config, params: Mapping[str, Any], *, target: str, databa
         "kind": "full", "target": target, "database": database, "conn_id": conn_id,
         "production_exists": production_exists, "expected_confirm": database, "confirmed_in_advance": bool(confirm),
         **names, "stamp": stamp, "started_at": _iso(started_at),
-        "backup": backup, "backup_key": backup["key"], **facts, "jobs": jobs, "sections": sections,
+        "backup": backup, "backup_key": backup["key"], **facts, "jobs": jobs, "sections": sections, "owners": owners,
         "all_sections": sections == list(request.SECTIONS), "work_dir": work,
         "safety_key": key, "safety_location": f"s3://{cfg.bucket}/{key}" if production_exists else None,
         "app_steps": steps, "marker": run_marker(dag_id, run_id, target, "full recovery"),
@@ -234,7 +235,7 @@ def _drop_ours(pg, name: str, plan: Mapping[str, Any]) -> bool:
 def restore_new(admin: pgtools.PgConn, plan: Mapping[str, Any], archive: str, *, pg_bin_root: str,
                 timeout: float | None) -> dict[str, Any]:
     """CREATE DATABASE (the plan's new one) on the target server and ``pg_restore --jobs`` the archive into
-    it (``--no-owner --no-privileges``, the plan's sections). A failed restore drops it again: it is ours. A
+    it (``--no-owner --no-privileges`` unless the plan keeps owners, the plan's sections). A failed restore drops it again: it is ours. A
     retry finds its own earlier try's database (the marker) and starts over; anyone else's is refused."""
     name = plan["new_database"]
     doc = plan["backup"]["manifest"]
@@ -250,9 +251,12 @@ def restore_new(admin: pgtools.PgConn, plan: Mapping[str, Any], archive: str, *,
         like = databases.database_facts(pg, plan["database"])
         _create_marked(pg, name, like=like, marker=plan["marker"])
         try:
+            if plan.get("owners") and like is not None:  # the database itself too, as production's
+                pg.execute(sqlfiles.composed("pitr/recover_set_owner.sql", name=name, owner=like["owner"]))
             seconds = verify.restore(admin.with_db(name), archive, plan["format"], jobs=plan["jobs"],
                                      pg_bin_root=pg_bin_root, major=major, timeout=timeout,
-                                     sections=None if plan["all_sections"] else plan["sections"])
+                                     sections=None if plan["all_sections"] else plan["sections"],
+                                     owners=bool(plan.get("owners")))
         except BaseException:
             _drop_ours(pg, name, plan)
             raise
@@ -311,6 +315,9 @@ def preview(plan: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, An
         lines.append(f"- **Note**: {checked['note']}")
     if not plan["all_sections"]:
         lines.append(f"- **Sections restored**: {', '.join(plan['sections'])} (not the whole backup)")
+    lines.append("- **Owners and GRANTs**: as in the backup" if plan.get("owners") else
+                 "- **Owners and GRANTs**: not restored (`--no-owner --no-privileges`): every object belongs to the "
+                 "connection's user; an application connecting as its own role needs its grants again")
     if plan["production_exists"]:
         lines += [
             f"- **Then**: stop the application ({steps.get('app_stop') or 'no app_stop configured'}), safety dump "

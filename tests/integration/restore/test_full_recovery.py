@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from pg_dataops.backup import steps as backup
 from pg_dataops.common import databases
+from pg_dataops.common import pg as pgtools
 from pg_dataops.common.config import load_config
 from pg_dataops.common.errors import VerificationFailed
 from pg_dataops.restore import full, source
@@ -197,3 +198,40 @@ def test_cleanup_never_drops_a_database_it_did_not_make(cluster, s3, world):
         full.restore_new(cluster.conn(), plan, "/nonexistent.dump", pg_bin_root=cfg.pg_bin_root, timeout=60)
     with pytest.raises(ValueError, match="refusing to drop"):
         full.cleanup(cluster.conn(), {**plan, "new_database": db})
+
+
+def test_owners_and_privileges_are_kept_only_when_asked(cluster, s3, world):
+    """The application's role owns a table and has a GRANT: by default the recovered objects belong to the
+    connection's user and the GRANT is gone (--no-owner --no-privileges); with owners_and_privileges both
+    come back, and the new database has production's owner."""
+    role = f"fr_app_{os.urandom(3).hex()}"
+    db = world["name"]
+    cluster.psql("-c", f'CREATE ROLE "{role}"')
+    try:
+        cluster.psql("-c", f'ALTER TABLE public.likes OWNER TO "{role}"',
+                     "-c", f'GRANT SELECT ON public.users TO "{role}"', dbname=db)
+        cluster.psql("-c", f'ALTER DATABASE "{db}" OWNER TO "{role}"')
+        cfg = world["setup"]()
+        facts = "SELECT tableowner, has_table_privilege(%s, 'public.users', 'SELECT') FROM pg_tables " \
+                "WHERE schemaname = 'public' AND tablename = 'likes'"
+        seen = {}
+        for owners in (False, True):
+            plan = plan_for(cluster, s3, cfg, db, {"backup_date": "20261125", "owners_and_privileges": owners})
+            assert plan["owners"] is owners
+            client = s3.client()
+            try:
+                got = full.download(client, cfg, plan, identity=lambda: "", timeout=600)
+                full.restore_new(cluster.conn(), plan, got["path"], pg_bin_root=cfg.pg_bin_root, timeout=600)
+                with pgtools.connect(cluster.conn(plan["new_database"])) as pg:
+                    seen[owners] = pg.execute(facts, (role,)).fetchone()
+                with pgtools.connect(cluster.conn()) as pg:
+                    seen[owners] += pg.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+                                               (plan["new_database"],)).fetchone()
+            finally:
+                full.cleanup(cluster.conn(), plan)
+        assert seen[False] == ("postgres", False, "postgres")
+        assert seen[True] == (role, True, role)
+    finally:
+        cluster.psql("-c", f'ALTER DATABASE "{db}" OWNER TO postgres')
+        cluster.psql("-c", f'REASSIGN OWNED BY "{role}" TO postgres', "-c", f'DROP OWNED BY "{role}"', dbname=db)
+        cluster.psql("-c", f'DROP ROLE "{role}"')
