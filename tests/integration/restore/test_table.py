@@ -5,6 +5,7 @@ every other table with its current one). Hostile params are refused before anyth
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import psycopg
 import pytest
@@ -13,6 +14,7 @@ from pg_dataops.common.config import load_config
 from pg_dataops.restore import source, table
 from pg_dataops.restore.request import RequestRefused
 
+from tests.support.age_keys import encrypt_backup_in_s3, keypair
 from tests.support.pg import table_digests
 
 pytestmark = pytest.mark.integration
@@ -159,6 +161,11 @@ def test_replace_of_a_referenced_table_is_refused_without_cascade(env):
     env.sql("INSERT INTO public.users (email, password_hash) VALUES ('new@example.com', 'x')")
     env.sql("INSERT INTO public.likes (from_user_id, to_user_id) SELECT (SELECT id FROM public.users WHERE "
             "email = 'new@example.com'), id FROM public.users WHERE email <> 'new@example.com' LIMIT 2")
+    # A message the new user sent in someone else's match: messages.sender_id is NO ACTION, so neither the user's
+    # delete nor the match's cascade removes it; only cascade=true deletes it first.
+    env.sql("INSERT INTO public.messages (match_id, sender_id, receiver_id, body, sent_at) SELECT m.id, "
+            "(SELECT id FROM public.users WHERE email = 'new@example.com'), m.user1_id, 'hi', now() "
+            "FROM public.matches m ORDER BY m.id LIMIT 1")
     post = env.digests()
     with pytest.raises(RequestRefused) as refused:
         env.run(table="users")
@@ -175,9 +182,14 @@ def test_replace_of_a_referenced_table_is_refused_without_cascade(env):
     assert applied is None and previewed["requested"] is False and previewed["counts"]["to_delete"] == 1
     assert "replace would be refused unless cascade is set" in previewed["markdown"]
     assert env.digests() == post
-    # with cascade: the new user goes, its likes with it (ON DELETE CASCADE), the rest as it was
+    assert "messages_sender_id_fkey): 1 of its rows reference rows the restore deletes: the apply would fail" in text
+    # with cascade: the new user goes, its likes with it (ON DELETE CASCADE), its NO ACTION message deleted first,
+    # the rest as it was
     _, _, previewed, applied = env.run(table="users", cascade=True)
-    assert applied["applied"]["deleted"] == 1
+    assert ("messages_sender_id_fkey): 1 of its rows reference rows the restore deletes: deleted first, because "
+            "cascade is set (ON DELETE NO ACTION)") in previewed["markdown"]
+    assert applied["applied"]["deleted"] == 1 and applied["applied"]["child_rows_deleted"] == {
+        "public.messages (messages_sender_id_fkey)": 1}
     assert env.digests() == pre
 
 
@@ -235,3 +247,39 @@ def test_hostile_params_are_refused_before_anything_changes(env, params, cause):
         env.stage(plan)
     assert env.staging_schemas() == []
     assert env.digests() == before
+
+
+def test_an_encrypted_backup_needs_the_right_identity_before_any_download(env, tmp_path):
+    """The backup encrypted for one key: another key is refused at validate (nothing downloaded, no staging
+    schema); the right one restores the table and leaves no plaintext behind."""
+    mine, other = keypair(tmp_path, "mine"), keypair(tmp_path, "other")
+    encrypt_backup_in_s3(env.client, env.cfg.bucket, KEY, [mine.recipient], tmp_path / "seal")
+    for suffix in ("", ".sha256", ".json"):  # only the encrypted backup is left
+        env.client.delete_object(Bucket=env.cfg.bucket, Key=KEY + suffix)
+    pre = env.digests()
+    damage_likes(env)
+    params = {"target": "glimpse", "backup_date": "20261125", "mode": "replace", "table": "likes"}
+
+    def plan(identity):
+        return table.plan_restore(
+            env.cfg, params, run_id="manual__hb_test", connect_target=lambda _t: env.conn,
+            find_backup=lambda target, date, key: source.find_backup(env.client, env.cfg, target, backup_date=date,
+                                                                     backup_key=key),
+            prove_identity=table.prove_identity(env.cfg, identity))
+
+    with pytest.raises(Exception, match="encrypted for") as wrong:
+        plan(lambda: other.identity)
+    assert other.identity not in str(wrong.value) and env.staging_schemas() == []
+    assert not os.path.exists(os.path.join(env.cfg.local_root, ".restore"))
+    good = plan(lambda: mine.identity)
+    assert good["backup_key"] == KEY + ".age"
+    try:
+        staged = table.stage(env.cfg, good, target_conn=env.conn, source_conn=None,
+                             fetch_archive=lambda: table.fetch_backup_archive(env.cfg, env.client, good,
+                                                                              lambda: mine.identity))
+        previewed = table.preview(env.cfg, good, staged, target_conn=env.conn)
+        table.apply(env.cfg, env.client, good, staged, previewed, target_conn=env.conn, stamp="20261201000000")
+    finally:
+        table.cleanup(good, target_conn=env.conn)
+    assert env.digests()["public.likes"] == pre["public.likes"]
+    assert not os.listdir(os.path.join(env.cfg.local_root, ".restore"))  # download and plaintext removed
