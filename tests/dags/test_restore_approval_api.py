@@ -1,15 +1,18 @@
-"""The approval, the Airflow way, end to end: pg_table_restore triggered through the REST API without `confirm`
-waits in Required Actions (task state `awaiting_input`) with the preview's counts in the approval's body; a
-person answers through the REST API (what the UI's Approve / Reject buttons call) and the run goes on.
+"""The approval, the Airflow way, end to end: each restore DAG triggered through the REST API without `confirm`
+waits in Required Actions (task state `awaiting_input`) with the preview in the approval's body; a person
+answers through the REST API (what the UI's Approve / Reject buttons call) and the run goes on.
 
-One real Airflow (api-server, scheduler, dag-processor; LocalExecutor on the test's SQLite metadata DB), two
-runs: Approve (the damaged public.likes is back to its pre-damage digest, restore_logs says who approved) and
-Reject (a green run that changed nothing, restore_logs REJECTED). `airflow dags test` cannot do this: it blocks
-on the wait."""
+One real Airflow (api-server, scheduler, dag-processor; LocalExecutor on the test's SQLite metadata DB), four
+runs on one damaged copy of the demo database: pg_table_restore Approve (the damaged public.likes is back to its
+pre-damage digest, restore_logs says who approved) and Reject (a green run that changed nothing, restore_logs
+REJECTED); pg_user_data_restore Approve (one user's deleted likes and messages are back); pg_full_recovery
+Approve (the swap: every table as in the backup, the damaged database kept). `airflow dags test` cannot do
+this: it blocks on the wait."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from urllib.parse import quote
 
@@ -18,6 +21,7 @@ import psycopg
 import pytest
 from pg_dataops.backup import steps as backup
 from pg_dataops.common.config import load_config
+from psycopg import sql
 
 from tests.support.pg import table_digests
 
@@ -45,6 +49,10 @@ def damage_likes(cluster, *, delete: int, change: int) -> None:
                   "WHERE id IN (SELECT id FROM public.likes ORDER BY id DESC LIMIT %s)", (change,))
 
 
+def md5_empty() -> str:
+    return hashlib.md5(b"").hexdigest()
+
+
 def restore_log(cluster, run_id: str) -> dict | None:
     with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=cluster.password,
                          dbname="catalog", row_factory=psycopg.rows.dict_row) as c:
@@ -66,18 +74,40 @@ def damaged(cluster, s3, bucket, tmp_path):
     dump = backup.dump_step(cfg, cfg.target("glimpse"), cluster.conn(DB), "daily", MOMENT)
     upload = backup.upload_step(client, cfg, dump, backup.checksum_step(dump))
     backup.manifest_step(client, cfg, dump, upload, {"verified": True}, "pg_backup", "seed")
-    before = table_digests(cluster, DB)["public.likes"]
+    backup_state.update(table_digests(cluster, DB))
+    with pg(cluster) as c:  # a user with likes and messages, and its rows as the backup has them
+        user_id = str(c.execute("SELECT sender_id FROM public.messages m WHERE EXISTS (SELECT 1 FROM public.likes l "
+                                "WHERE l.from_user_id = m.sender_id) ORDER BY id LIMIT 1").fetchone()[0])
+    backup_user.update(id=user_id, rows=user_rows(cluster, user_id))
+    before = backup_state["public.likes"]
     damage_likes(cluster, delete=40, change=25)
     yield before
-    cluster.dropdb(DB)
+    with pg(cluster, "postgres") as c:
+        made = [r[0] for r in c.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (DB + "%",))]
+    for name in made:
+        cluster.dropdb(name)
+
+
+backup_state: dict = {}  # every table's digest in the backup (filled by the fixture)
+backup_user: dict = {}  # a user with likes and messages, and the digest of its rows in the backup
+
+
+def user_rows(cluster, user_id: str) -> dict:
+    """A digest of one user's rows in likes and messages (what pg_user_data_restore must bring back)."""
+    query = sql.SQL("SELECT count(*), md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM {} x "
+                    "WHERE {} = %s OR {} = %s")
+    with pg(cluster) as c:
+        return {t: c.execute(query.format(sql.Identifier("public", t), sql.Identifier(a), sql.Identifier(b)),
+                             (user_id, user_id)).fetchone()
+                for t, a, b in (("likes", "from_user_id", "to_user_id"), ("messages", "sender_id", "receiver_id"))}
 
 
 class Run:
-    """One run of pg_table_restore on the running Airflow, read through the REST API."""
+    """One run of a restore DAG on the running Airflow, read through the REST API; ``gate``: its approval task."""
 
-    def __init__(self, airflow: devstack.AirflowServices, run_id: str):
-        self.airflow, self.run_id = airflow, run_id
-        self.path = f"dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}"
+    def __init__(self, airflow: devstack.AirflowServices, run_id: str, dag_id: str = DAG_ID, gate: str = GATE):
+        self.airflow, self.run_id, self.dag_id, self.gate = airflow, run_id, dag_id, gate
+        self.path = f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
 
     def state(self) -> str:
         self.airflow.check_running()
@@ -93,7 +123,7 @@ class Run:
 
     def wait_awaiting_input(self) -> None:
         def waiting() -> bool:
-            state = self.task_state(GATE)
+            state = self.task_state(self.gate)
             if self.state() in ("failed", "success"):
                 raise AssertionError(f"the run ended before the approval: {self.task_states()}")
             return state == "awaiting_input"
@@ -102,7 +132,7 @@ class Run:
         # The gate reports awaiting_input before the scheduler has taken in its process's end; an answer in that
         # second makes the scheduler see the old process end while the resumed try is queued, and fail the gate
         # (Airflow 3.3.2). A person takes longer than that: answer once the scheduler has logged the end.
-        finished = f"TaskInstance Finished: dag_id={DAG_ID}, task_id={GATE}, run_id={self.run_id},"
+        finished = f"TaskInstance Finished: dag_id={self.dag_id}, task_id={self.gate}, run_id={self.run_id},"
         assert devstack.wait_for(lambda: finished in self.airflow.log("scheduler").read_text(errors="replace"),
                                  timeout=60, interval=0.5), "the scheduler never took in the gate's pause"
 
@@ -113,7 +143,7 @@ class Run:
         return mine[0]
 
     def answer(self, option: str) -> dict:
-        return self.airflow.api("PATCH", f"{self.path}/taskInstances/{GATE}/-1/hitlDetails",
+        return self.airflow.api("PATCH", f"{self.path}/taskInstances/{self.gate}/-1/hitlDetails",
                                 {"chosen_options": [option], "params_input": {}})
 
     def wait_end(self) -> str:
@@ -187,7 +217,45 @@ def test_table_restore_waits_for_an_approval_answered_through_the_rest_api(dag_e
         with pg(cluster) as c:  # the staging schemas of both runs were dropped
             assert c.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE %s",
                              (load_config().restore.staging_schema + "%",)).fetchone()[0] == 0
-        print(f"\n[timing] airflow up {up - started:.0f} s, approve run {approved_at - up:.0f} s, "
-              f"reject run {time.monotonic() - approved_at:.0f} s")
+        rejected_at = time.monotonic()
+
+        # --- pg_user_data_restore: one user's likes and messages deleted, then brought back ---------------
+        user_id = backup_user["id"]
+        airflow.wait_for_dag("pg_user_data_restore")
+        with pg(cluster) as c:
+            c.execute("DELETE FROM public.likes WHERE from_user_id = %s OR to_user_id = %s", (user_id, user_id))
+            c.execute("DELETE FROM public.messages WHERE sender_id = %s OR receiver_id = %s", (user_id, user_id))
+        run = Run(airflow, airflow.trigger("pg_user_data_restore", {"user_id": user_id, "backup_date": BACKUP_DATE,
+                                                                    "dry_run": False}),
+                  dag_id="pg_user_data_restore", gate="approve_upsert")
+        run.wait_awaiting_input()
+        assert user_rows(cluster, user_id) == {"likes": (0, md5_empty()), "messages": (0, md5_empty())}
+        assert user_id in run.pending_approval()["body"]
+        run.answer("Approve")
+        assert run.wait_end() == "success", run.task_states()
+        assert user_rows(cluster, user_id) == backup_user["rows"]
+        row = restore_log(cluster, run.run_id)
+        assert (row["kind"], row["status"], row["approved_by"]) == ("user", "SUCCESS", "admin"), row
+        user_done = time.monotonic()
+
+        # --- pg_full_recovery: the swap approved in Required Actions ----------------------------------------
+        airflow.wait_for_dag("pg_full_recovery")
+        run = Run(airflow, airflow.trigger("pg_full_recovery", {"backup_date": BACKUP_DATE}),
+                  dag_id="pg_full_recovery", gate="approve_swap")
+        run.wait_awaiting_input()
+        assert run.task_state("swap") in (None, "none", "scheduled") and run.task_state("stop_app") in (
+            None, "none", "scheduled")
+        body = run.pending_approval()["body"]
+        assert f"### Swap the recovered database into place: {DB}" in body and "Rollback afterwards" in body
+        damaged_db = table_digests(cluster, DB)
+        run.answer("Approve")
+        assert run.wait_end() == "success", run.task_states()
+        assert table_digests(cluster, DB) == backup_state  # every table as in the backup
+        row = restore_log(cluster, run.run_id)
+        assert (row["kind"], row["status"], row["approved_by"]) == ("full", "SUCCESS", "admin"), row
+        assert table_digests(cluster, row["changes"]["kept_as"]) == damaged_db
+        print(f"\n[timing] airflow up {up - started:.0f} s, table approve {approved_at - up:.0f} s, "
+              f"table reject {rejected_at - approved_at:.0f} s, user {user_done - rejected_at:.0f} s, "
+              f"full {time.monotonic() - user_done:.0f} s")
     finally:
         airflow.stop()
