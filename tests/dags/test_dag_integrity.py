@@ -94,6 +94,9 @@ def test_pg_backup_shape(dagbag):
 # every file every few minutes. They are imported when a task runs. `make bench` times each file.
 HEAVY_AT_PARSE = ("psycopg", "boto3", "botocore", "airflow.providers.slack", "airflow.providers.pagerduty",
                   "airflow.providers.amazon", "aiohttp", "requests", "slack_sdk")
+# Issue 12 asks pg_rds_snapshot for the amazon provider's RDS operators and sensor, which the DAG file must
+# instantiate; importing them loads boto3 (about 0.1 s). Only that file, only those packages.
+PROVIDER_OPERATORS_AT_PARSE = {"pg_rds_snapshot.py": ("airflow.providers.amazon", "boto3", "botocore", "requests")}
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
@@ -110,7 +113,9 @@ def test_dag_file_parses_without_heavy_imports(dag_file):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert any(m.startswith("pg_dataops.") for m in loaded), loaded  # the probe sees the file's own imports
-    heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY_AT_PARSE or m.startswith(HEAVY_AT_PARSE))
+    allowed = PROVIDER_OPERATORS_AT_PARSE.get(dag_file.name, ())
+    heavy = sorted(m for m in loaded if (m.split(".")[0] in HEAVY_AT_PARSE or m.startswith(HEAVY_AT_PARSE))
+                   and not (m.split(".")[0] in allowed or m.startswith(allowed)))
     assert heavy == [], f"{dag_file.name} imports {heavy[:8]} at parse time"
 
 
@@ -149,6 +154,7 @@ def test_schedules_and_manual_dags(dagbag):
         "pg_recovery_rehearsal": "0 4 1 * *",
         "pg_table_restore": None,
         "pg_user_data_restore": None,
+        "pg_rds_snapshot": None,  # dr.rds_instance_id is null by default: not on RDS
     }
     retention = dagbag.dags["pg_backup_retention"]
     assert retention.params["dry_run"] is True and retention.params["max_delete_fraction"] is None

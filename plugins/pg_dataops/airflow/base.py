@@ -5,7 +5,7 @@ disk, an existing key) fail the task at once; transient ones (network, S3 hiccup
 The failing step's message is also pushed as XCom ``error`` so the catalog row can say why.
 
 Connections are fetched here and only here: :func:`pg_conn` (libpq parameters, the connection's
-extras included), :func:`catalog_connection`, :func:`s3_client`, :func:`post_slack`.
+extras included), :func:`catalog_connection`, :func:`s3_client`, :func:`aws_client`, :func:`post_slack`.
 """
 
 from __future__ import annotations
@@ -137,6 +137,15 @@ def s3_client(conn_id: str):
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     return S3Hook(aws_conn_id=conn_id).get_conn()
+
+
+def aws_client(conn_id: str, client_type: str, purpose: str):
+    """A boto3 client of ``client_type`` (rds, route53, ...) from an Airflow aws connection (its extra's
+    region_name / endpoint_url apply). Checked first: AwsBaseHook would fall back to ambient credentials."""
+    airflow_connection(conn_id, purpose)
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    return AwsBaseHook(aws_conn_id=conn_id, client_type=client_type).get_conn()
 
 
 class StepOperator(BaseOperator):

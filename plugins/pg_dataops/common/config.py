@@ -150,6 +150,17 @@ class Restore:
 
 
 @dataclass(frozen=True)
+class Dr:
+    """Disaster recovery (issue 12). RDS snapshots (pg_rds_snapshot): only for a deployment on RDS."""
+
+    rds_instance_id: str | None = None  # the RDS DB instance identifier; None: not on RDS, the DAG does nothing
+    rds_conn_id: str = "aws_rds"  # Airflow aws connection (its extra may hold region_name, endpoint_url)
+    rds_snapshot_schedule: str = "0 4 * * *"  # daily, after pg_backup (02:00) and the base backup (03:30)
+    rds_retention_days: int = 30  # the Retention tag of the snapshots we make (the runbook's 30days)
+    rds_snapshot_prefix: str = "glimpse-manual"  # snapshot ids: {prefix}-{instance}-{YYYYmmdd-HHMMSS} (UTC)
+
+
+@dataclass(frozen=True)
 class Config:
     timezone: str
     schedule: str
@@ -192,6 +203,7 @@ class Config:
     encryption: Encryption = field(default_factory=Encryption)
     pitr: Pitr = field(default_factory=Pitr)
     restore: Restore = field(default_factory=Restore)
+    dr: Dr = field(default_factory=Dr)
     source: str = field(default="", compare=False)
 
     @property
@@ -301,7 +313,8 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {cfg_path}: top level must be a mapping")
 
-    known = set(_SCALARS) | {"retention", "targets", "verify_required_tables", "encryption", "pitr", "restore"}
+    known = set(_SCALARS) | {"retention", "targets", "verify_required_tables", "encryption", "pitr", "restore",
+                             "dr"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown setting in {cfg_path} (known: {', '.join(sorted(known))})")
@@ -333,8 +346,9 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     encryption = _parse_encryption(raw.get("encryption") or {}, env, str(cfg_path))
     pitr = _parse_pitr(raw.get("pitr") or {}, env, targets)
     restore = _parse_restore(raw.get("restore") or {}, env)
+    dr = _parse_dr(raw.get("dr") or {}, env)
     return Config(**values, retention=retention, targets=targets, verify_required_tables=required_tables,
-                  encryption=encryption, pitr=pitr, restore=restore, source=str(cfg_path))
+                  encryption=encryption, pitr=pitr, restore=restore, dr=dr, source=str(cfg_path))
 
 
 # pitr.<name> -> (type, low, high); ints are range-checked, strings must be non-empty.
@@ -488,6 +502,37 @@ def _parse_restore(raw: Any, env: Mapping[str, str]) -> Restore:
             parsed.append((table, tuple(columns)))
         out["user_tables"] = tuple(parsed)
     return Restore(**out)
+
+
+_DR_FIELDS: dict[str, tuple[type, int | None, int | None]] = {
+    "rds_instance_id": (str, None, None), "rds_conn_id": (str, None, None), "rds_snapshot_schedule": (str, None, None),
+    "rds_retention_days": (int, 1, 3650), "rds_snapshot_prefix": (str, None, None),
+}
+# RDS identifiers: a letter first, then letters, digits and hyphens; no "--", no trailing hyphen.
+_RDS_ID_RE = re.compile(r"^[A-Za-z](?:-?[A-Za-z0-9])*$")
+
+
+def _parse_dr(raw: Any, env: Mapping[str, str]) -> Dr:
+    if not isinstance(raw, dict):
+        raise ConfigError("dr: must be a mapping (rds_instance_id, rds_conn_id, rds_snapshot_schedule, ...)")
+    instance_env = ENV_PREFIX + "DR_RDS_INSTANCE_ID"
+    if instance_env in env and _null_env(env[instance_env]):  # "" or "null" in the environment: not on RDS
+        env = {k: v for k, v in env.items() if k != instance_env}
+        raw = {**raw, "rds_instance_id": None}
+    out = _section_scalars("dr", raw, env, _DR_FIELDS, others=set())
+    from croniter import croniter
+
+    if "rds_snapshot_schedule" in out and not croniter.is_valid(out["rds_snapshot_schedule"]):
+        raise ConfigError(f"dr.rds_snapshot_schedule: not a valid cron expression: {out['rds_snapshot_schedule']!r}")
+    instance = out.get("rds_instance_id")
+    if instance is not None and (len(instance) > 63 or not _RDS_ID_RE.match(instance)):
+        raise ConfigError(f"dr.rds_instance_id: {instance!r} is not an RDS instance identifier (a letter first, then "
+                          "letters, digits and single hyphens, not ending in one, at most 63)")
+    prefix = out.get("rds_snapshot_prefix")
+    if prefix is not None and (len(prefix) > 100 or not _RDS_ID_RE.match(prefix)):
+        raise ConfigError(f"dr.rds_snapshot_prefix: {prefix!r} must start a valid snapshot identifier (a letter "
+                          "first, then letters, digits and single hyphens, not ending in one, at most 100)")
+    return Dr(**out)
 
 
 def _parse_encryption(raw: Any, env: Mapping[str, str], source: str) -> Encryption:

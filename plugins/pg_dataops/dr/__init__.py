@@ -1,0 +1,1 @@
+"""Disaster recovery: standby, failover, replication checks, RDS snapshots (issue 12)"""
