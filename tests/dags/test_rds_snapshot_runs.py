@@ -47,8 +47,11 @@ def test_snapshot_tagged_and_ours_pruned_by_tag(run_dag, s3, bucket, receiver):
         "untagged": {},
         "by-hand": {"Type": "Manual", "Retention": "30days"},  # the runbook's CLI snapshot: no CreatedBy
     }
+    # Snapshot identifiers are unique per account and region: named after the instance, the session's moto
+    # server can hold other tests' snapshots.
+    sid = f"{instance}-{{}}".format
     for name, tags in before.items():
-        client.create_db_snapshot(DBInstanceIdentifier=instance, DBSnapshotIdentifier=name,
+        client.create_db_snapshot(DBInstanceIdentifier=instance, DBSnapshotIdentifier=sid(name),
                                   Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
     # moto stamps snapshots "now"; the run's logical date, by which ages are judged, is 40 days later
     moment = (dt.datetime.now(dt.UTC) + dt.timedelta(days=40)).replace(microsecond=0)
@@ -64,18 +67,19 @@ def test_snapshot_tagged_and_ours_pruned_by_tag(run_dag, s3, bucket, receiver):
     after = snapshots(client, instance)
     assert after[name] == {"status": "available", "tags": {"Type": "Manual", "Retention": "30days",
                                                            "CreatedBy": "pg_dataops", "CreatedByDag": DAG_ID}}
-    assert "ours-old" not in after
-    assert {k: v["tags"] for k, v in after.items() if k != name} == {k: v for k, v in before.items() if k != "ours-old"}
+    assert sid("ours-old") not in after
+    assert {k: v["tags"] for k, v in after.items() if k != name} == {
+        sid(k): v for k, v in before.items() if k != "ours-old"}
 
     (slack,) = json_posts(receiver, "/slack")
     text = slack["text"]
     assert text.startswith(f":camera: pg_rds_snapshot of RDS instance {instance}")
     assert f"Snapshot {name}: available (tags: CreatedBy=pg_dataops" in text
-    assert "Deleted 1 snapshot(s) past their Retention tag:\n  - ours-old: 40.0 days old, past its Retention of 30 days" \
-        in text
-    assert "  - untagged: not made by pg_dataops (no Type=Manual / CreatedBy=pg_dataops tag)" in text
-    assert "  - by-hand: not made by pg_dataops (no CreatedBy=pg_dataops tag)" in text
-    assert "  - ours-long: 40.0 days old, within its Retention of 60 days" in text
+    assert (f"Deleted 1 snapshot(s) past their Retention tag:\n  - {sid('ours-old')}: 40.0 days old, past its "
+            "Retention of 30 days") in text
+    assert f"  - {sid('untagged')}: not made by pg_dataops (no Type=Manual / CreatedBy=pg_dataops tag)" in text
+    assert f"  - {sid('by-hand')}: not made by pg_dataops (no CreatedBy=pg_dataops tag)" in text
+    assert f"  - {sid('ours-long')}: 40.0 days old, within its Retention of 60 days" in text
     assert f"  - {name}: made by this run" in text
     assert json_posts(receiver, "/pagerduty") == []
 

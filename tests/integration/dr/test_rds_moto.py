@@ -43,14 +43,18 @@ def instance(s3):
 
 def test_snapshot_rerun_and_pruning_against_rds(s3, instance):
     client = rds_client(s3)
+    # Snapshot identifiers are unique per account and region: named after the instance, the session's moto
+    # server can hold other tests' snapshots.
+    S = {k: f"{instance}-{k}" for k in ("ours-old", "ours-long", "ours-bad-retention", "untagged", "by-hand",
+                                        "other-instance-ours")}
     snap = lambda name, inst, tags: client.create_db_snapshot(  # noqa: E731
         DBInstanceIdentifier=inst, DBSnapshotIdentifier=name, Tags=tag_list(tags))
-    snap("ours-old", instance, OURS)
-    snap("ours-long", instance, {**OURS, "Retention": "60days"})
-    snap("ours-bad-retention", instance, {**OURS, "Retention": "a month"})
-    snap("untagged", instance, {})
-    snap("by-hand", instance, {"Type": "Manual", "Retention": "30days"})  # the runbook's CLI snapshot
-    snap("other-instance-ours", instance + "-other", OURS)
+    snap(S["ours-old"], instance, OURS)
+    snap(S["ours-long"], instance, {**OURS, "Retention": "60days"})
+    snap(S["ours-bad-retention"], instance, {**OURS, "Retention": "a month"})
+    snap(S["untagged"], instance, {})
+    snap(S["by-hand"], instance, {"Type": "Manual", "Retention": "30days"})  # the runbook's CLI snapshot
+    snap(S["other-instance-ours"], instance + "-other", OURS)
     # moto stamps every snapshot "now": the run happens 40 days later
     moment = dt.datetime.now(UTC) + dt.timedelta(days=40)
 
@@ -64,26 +68,26 @@ def test_snapshot_rerun_and_pruning_against_rds(s3, instance):
     assert reused["id"] == name and reused["status"] == "available" and reused["tags"] == OURS
 
     listed = {s.id: s for s in rds.list_snapshots(client, instance)}
-    assert set(listed) == {"ours-old", "ours-long", "ours-bad-retention", "untagged", "by-hand", name}
-    assert listed["ours-old"].tags == OURS and listed["ours-old"].snapshot_type == "manual"
+    assert set(listed) == {S["ours-old"], S["ours-long"], S["ours-bad-retention"], S["untagged"], S["by-hand"], name}
+    assert listed[S["ours-old"]].tags == OURS and listed[S["ours-old"]].snapshot_type == "manual"
 
     plan = rds.plan_for(client, instance, moment, keep_id=name)
-    assert plan["delete_ids"] == ["ours-old"]
-    assert plan["unreadable_retention"] == ["ours-bad-retention"]
+    assert plan["delete_ids"] == [S["ours-old"]]
+    assert plan["unreadable_retention"] == [S["ours-bad-retention"]]
     reasons = {k["id"]: k["reason"] for k in plan["keep"]}
     assert reasons[name] == "made by this run"
-    assert reasons["ours-long"].endswith("within its Retention of 60 days")
-    assert reasons["untagged"].startswith("not made by pg_dataops")
-    assert reasons["by-hand"] == "not made by pg_dataops (no CreatedBy=pg_dataops tag)"
+    assert reasons[S["ours-long"]].endswith("within its Retention of 60 days")
+    assert reasons[S["untagged"]].startswith("not made by pg_dataops")
+    assert reasons[S["by-hand"]] == "not made by pg_dataops (no CreatedBy=pg_dataops tag)"
 
     for snapshot_id in plan["delete_ids"]:
         client.delete_db_snapshot(DBSnapshotIdentifier=snapshot_id)
     facts = rds.outcome(client, instance, name, plan)
-    assert facts["deleted"] == ["ours-old"] and facts["not_deleted"] == []
+    assert facts["deleted"] == [S["ours-old"]] and facts["not_deleted"] == []
     assert facts["snapshot"]["status"] == "available"
     assert {s.id for s in rds.list_snapshots(client, instance)} == {
-        "ours-long", "ours-bad-retention", "untagged", "by-hand", name}
-    assert rds.describe_snapshot(client, "other-instance-ours") is not None  # another instance: never listed
+        S["ours-long"], S["ours-bad-retention"], S["untagged"], S["by-hand"], name}
+    assert rds.describe_snapshot(client, S["other-instance-ours"]) is not None  # another instance: never listed
 
 
 def test_refusals_name_the_cause(s3, instance):
@@ -91,12 +95,12 @@ def test_refusals_name_the_cause(s3, instance):
     with pytest.raises(rds.RdsRefused, match=r"RDS instance 'glimpse-missing' \(dr.rds_instance_id\) does not exist"):
         rds.preflight(client, "glimpse-missing", "glimpse-manual", dt.datetime.now(UTC))
     # a snapshot under this run's name that someone else made is not adopted
-    client.create_db_snapshot(DBInstanceIdentifier=instance, DBSnapshotIdentifier="taken-name",
+    client.create_db_snapshot(DBInstanceIdentifier=instance, DBSnapshotIdentifier=f"{instance}-taken-name",
                               Tags=tag_list({"Type": "Manual"}))
     with pytest.raises(rds.RdsRefused, match="already exists but was not made by pg_dataops"):
-        rds.existing_snapshot(client, "taken-name", instance)
+        rds.existing_snapshot(client, f"{instance}-taken-name", instance)
     # nor one of ours made for another instance
-    client.create_db_snapshot(DBInstanceIdentifier=instance + "-other", DBSnapshotIdentifier="other-name",
+    client.create_db_snapshot(DBInstanceIdentifier=instance + "-other", DBSnapshotIdentifier=f"{instance}-other-name",
                               Tags=tag_list(OURS))
     with pytest.raises(rds.RdsRefused, match="already exists but was not made by pg_dataops"):
-        rds.existing_snapshot(client, "other-name", instance)
+        rds.existing_snapshot(client, f"{instance}-other-name", instance)
