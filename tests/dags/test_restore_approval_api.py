@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from urllib.parse import quote
 
 import devstack
 import psycopg
@@ -23,6 +22,7 @@ from pg_dataops.backup import steps as backup
 from pg_dataops.common.config import load_config
 from psycopg import sql
 
+from tests.support.hitl import Run as _Run
 from tests.support.pg import table_digests
 
 from .conftest import json_posts
@@ -102,54 +102,9 @@ def user_rows(cluster, user_id: str) -> dict:
                 for t, a, b in (("likes", "from_user_id", "to_user_id"), ("messages", "sender_id", "receiver_id"))}
 
 
-class Run:
-    """One run of a restore DAG on the running Airflow, read through the REST API; ``gate``: its approval task."""
-
-    def __init__(self, airflow: devstack.AirflowServices, run_id: str, dag_id: str = DAG_ID, gate: str = GATE):
-        self.airflow, self.run_id, self.dag_id, self.gate = airflow, run_id, dag_id, gate
-        self.path = f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
-
-    def state(self) -> str:
-        self.airflow.check_running()
-        return self.airflow.api("GET", self.path)["state"]
-
-    def task_state(self, task_id: str) -> str | None:
-        self.airflow.check_running()
-        return self.airflow.api("GET", f"{self.path}/taskInstances/{task_id}")["state"]
-
-    def task_states(self) -> dict[str, str | None]:
-        tis = self.airflow.api("GET", f"{self.path}/taskInstances")["task_instances"]
-        return {t["task_id"]: t["state"] for t in tis}
-
-    def wait_awaiting_input(self) -> None:
-        def waiting() -> bool:
-            state = self.task_state(self.gate)
-            if self.state() in ("failed", "success"):
-                raise AssertionError(f"the run ended before the approval: {self.task_states()}")
-            return state == "awaiting_input"
-
-        assert devstack.wait_for(waiting, timeout=WAIT_SECONDS, interval=1), self.task_states()
-        # The gate reports awaiting_input before the scheduler has taken in its process's end; an answer in that
-        # second makes the scheduler see the old process end while the resumed try is queued, and fail the gate
-        # (Airflow 3.3.2). A person takes longer than that: answer once the scheduler has logged the end.
-        finished = f"TaskInstance Finished: dag_id={self.dag_id}, task_id={self.gate}, run_id={self.run_id},"
-        assert devstack.wait_for(lambda: finished in self.airflow.log("scheduler").read_text(errors="replace"),
-                                 timeout=60, interval=0.5), "the scheduler never took in the gate's pause"
-
-    def pending_approval(self) -> dict:
-        pending = self.airflow.api("GET", "dags/~/dagRuns/~/hitlDetails?response_received=false")["hitl_details"]
-        mine = [d for d in pending if d["task_instance"]["dag_run_id"] == self.run_id]
-        assert len(mine) == 1, pending
-        return mine[0]
-
-    def answer(self, option: str) -> dict:
-        return self.airflow.api("PATCH", f"{self.path}/taskInstances/{self.gate}/-1/hitlDetails",
-                                {"chosen_options": [option], "params_input": {}})
-
-    def wait_end(self) -> str:
-        assert devstack.wait_for(lambda: self.state() in ("failed", "success"), timeout=WAIT_SECONDS, interval=1), \
-            self.task_states()
-        return self.state()
+class Run(_Run):
+    def __init__(self, airflow, run_id: str, dag_id: str = DAG_ID, gate: str = GATE):
+        super().__init__(airflow, run_id, dag_id=dag_id, gate=gate)
 
 
 def test_table_restore_waits_for_an_approval_answered_through_the_rest_api(dag_env, cluster, bucket, receiver,

@@ -81,7 +81,7 @@ def wait_caught_up(cluster, name: str) -> dict:
 
 
 def s3_credentials(s3) -> dict[str, str | None]:
-    """What pitr.operators.aws_credentials returns for the moto connection."""
+    """What airflow.base.aws_credentials returns for the moto connection."""
     return {"access_key": s3.access_key, "secret_key": s3.secret_key, "token": None, "region": s3.region,
             "endpoint_url": s3.endpoint}
 

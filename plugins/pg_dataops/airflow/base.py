@@ -55,6 +55,23 @@ def run_moment(context) -> dt.datetime:
     return dag_run.logical_date or dag_run.run_after
 
 
+def triggered_by(context: Context) -> str:
+    """Who started the run: the UI/API user, else how (a schedule, `airflow dags trigger`, a test)."""
+    dag_run = context["dag_run"]
+    user = getattr(dag_run, "triggering_user_name", None)
+    if user:
+        return str(user)
+    return f"{getattr(dag_run, 'run_type', None) or 'unknown'} run"
+
+
+def run_started(context: Context):
+    """When the run was triggered (the RTO's start and the names' stamp): its start, else run_after."""
+    import datetime as dt
+
+    dag_run = context["dag_run"]
+    return getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None) or dt.datetime.now(dt.UTC)
+
+
 def airflow_connection(conn_id: str, purpose: str):
     try:
         conn = BaseHook.get_connection(conn_id)
@@ -105,6 +122,14 @@ def pg_conn(conn_id: str, database: str | None, purpose: str, *, require_databas
     )
 
 
+def app_step_bearer(step) -> str | None:
+    """An application step's token (:class:`~pg_dataops.common.config.AppStep`): its conn_id connection's
+    password (registered as a secret); None when the step has no connection."""
+    if step is None or not step.conn_id:
+        return None
+    return airflow_connection(step.conn_id, "application step token").password or None
+
+
 def age_identity(cfg: Config) -> str:
     """The age identity (private key) of ``encryption.identity_conn_id``'s password, for restore-side tasks only.
 
@@ -146,6 +171,25 @@ def aws_client(conn_id: str, client_type: str, purpose: str):
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     return AwsBaseHook(aws_conn_id=conn_id, client_type=client_type).get_conn()
+
+
+def aws_credentials(conn_id: str) -> dict[str, str | None]:
+    """The S3 connection's credentials and endpoint, for the Barman tools' environment and command line
+    (restore_command runs them as the scratch server's child). Registered as secrets: never logged."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    from pg_dataops.common.errors import register_secret
+
+    conn = airflow_connection(conn_id, "S3 backup storage")
+    hook = AwsBaseHook(aws_conn_id=conn_id, client_type="s3")
+    creds = hook.get_credentials()
+    register_secret(creds.secret_key)
+    register_secret(creds.token)
+    extra = conn.extra_dejson
+    return {"access_key": creds.access_key, "secret_key": creds.secret_key, "token": creds.token,
+            "region": extra.get("region_name") or hook.conn_region_name,
+            "endpoint_url": extra.get("endpoint_url") or (extra.get("service_config", {}).get("s3", {}) or {}).get(
+                "endpoint_url")}
 
 
 class StepOperator(BaseOperator):
@@ -229,3 +273,13 @@ def task_ids(**tasks: Any) -> dict[str, str]:
             raise TypeError(f"{name}: expected a task or its .output, got {type(task).__name__}")
         out[name] = task_id
     return out
+
+
+def step_results(op: StepOperator, context: Context, step_ids: dict[str, str]):
+    """(results by step name, errors in run order as ``(task_id, error)``) of a report's steps (``{name: task_id}``,
+    see :func:`task_ids`): a step's return value only where it succeeded (its ``error`` XCom is empty)."""
+    errors = [(task_id, op.xcom(context, task_id, key="error")) for task_id in step_ids.values()]
+    by_id = dict(errors)
+    results = {name: (op.xcom(context, task_id) if by_id[task_id] == "" else None)
+               for name, task_id in step_ids.items()}
+    return results, errors

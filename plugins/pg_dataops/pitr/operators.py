@@ -12,6 +12,7 @@ from airflow.sdk import TriggerRule
 from pg_dataops.airflow.base import (
     StepOperator,
     age_identity,
+    aws_credentials,
     catalog_connection,
     pg_conn,
     post_slack,
@@ -22,26 +23,6 @@ from pg_dataops.common.config import Config
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-def aws_credentials(conn_id: str) -> dict[str, str | None]:
-    """The S3 connection's credentials and endpoint, for the Barman tools' environment and command line
-    (restore_command runs them as the scratch server's child). Registered as secrets: never logged."""
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-    from pg_dataops.airflow.base import airflow_connection
-    from pg_dataops.common.errors import register_secret
-
-    conn = airflow_connection(conn_id, "S3 backup storage")
-    hook = AwsBaseHook(aws_conn_id=conn_id, client_type="s3")
-    creds = hook.get_credentials()
-    register_secret(creds.secret_key)
-    register_secret(creds.token)
-    extra = conn.extra_dejson
-    return {"access_key": creds.access_key, "secret_key": creds.secret_key, "token": creds.token,
-            "region": extra.get("region_name") or hook.conn_region_name,
-            "endpoint_url": extra.get("endpoint_url") or (extra.get("service_config", {}).get("s3", {}) or {}).get(
-                "endpoint_url")}
 
 
 # ---- pg_base_backup and its retention (base backups) ------------------------------------------------

@@ -15,25 +15,20 @@ from airflow.sdk import TriggerRule
 from pg_dataops.airflow.base import (
     StepOperator,
     age_identity,
+    app_step_bearer,
     catalog_connection,
     pg_conn,
     post_slack,
+    run_started,
     s3_client,
+    step_results,
     task_ids,
+    triggered_by,
 )
 from pg_dataops.common.config import Config
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-def triggered_by(context: Context) -> str:
-    """Who started the run: the UI/API user, else how (a schedule, `airflow dags trigger`, a test)."""
-    dag_run = context["dag_run"]
-    user = getattr(dag_run, "triggering_user_name", None)
-    if user:
-        return str(user)
-    return f"{getattr(dag_run, 'run_type', None) or 'unknown'} run"
 
 
 class RestoreStep(StepOperator):
@@ -60,26 +55,9 @@ def target_conn(cfg: Config, target: str, *, database: str | None = None, purpos
 # identity and any application token are read where they are used, never returned or pushed.
 
 
-def _run_started(context: Context):
-    """When the run was triggered (the RTO's start and the names' stamp): its start, else run_after."""
-    import datetime as dt
-
-    dag_run = context["dag_run"]
-    return getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None) or dt.datetime.now(dt.UTC)
-
-
 def _server(cfg: Config, plan: dict):
     """The target server (its maintenance database): creates, drops and renames databases."""
     return target_conn(cfg, plan["target"], database="postgres", purpose="target server")
-
-
-def _app_bearer(step) -> str | None:
-    """The application step's token: its conn_id connection's password (registered as a secret)."""
-    if step is None or not step.conn_id:
-        return None
-    from pg_dataops.airflow.base import airflow_connection
-
-    return airflow_connection(step.conn_id, "application step token").password or None
 
 
 class ValidateFullRecoveryOperator(RestoreStep):
@@ -107,7 +85,7 @@ class ValidateFullRecoveryOperator(RestoreStep):
             cfg, params, target=target, database=conn.dbname, conn_id=cfg.target(target).conn_id,
             find_backup=lambda date, key: source.find_backup(client, cfg, target, backup_date=date, backup_key=key),
             identity=lambda: age_identity(cfg), database_exists=lambda name: databases.database_exists(conn, name),
-            run_id=ti.run_id, dag_id=ti.dag_id, started_at=_run_started(context))
+            run_id=ti.run_id, dag_id=ti.dag_id, started_at=run_started(context))
         self.log.info("plan: %s (%s) into %s with -j%s, sections %s; then swap with %s kept as %s; safety dump %s",
                       plan["backup_key"], plan["backup"]["local_date"], plan["new_database"], plan["jobs"],
                       ",".join(plan["sections"]), plan["database"], plan["kept_database"], plan["safety_location"])
@@ -176,7 +154,7 @@ class CheckNewDatabaseOperator(RestoreStep):
 
 class AppStepOperator(RestoreStep):
     """``restore.app_stop`` or ``restore.app_start`` (``step``): an HTTP call or a command
-    (``pg_dataops.restore.appsteps.run_required``); not configured: nothing to do, ``{"skipped": true}``.
+    (``pg_dataops.common.appsteps.run_required``); not configured: nothing to do, ``{"skipped": true}``.
     ``approval`` (the gate's output) given: runs only when approved."""
 
     template_fields: Sequence[str] = ("plan", "approval")
@@ -190,14 +168,14 @@ class AppStepOperator(RestoreStep):
         self.step, self.gated = step, gated
 
     def run_step(self, cfg: Config, context: Context) -> dict:
+        from pg_dataops.common import appsteps
         from pg_dataops.common.errors import PermanentError
-        from pg_dataops.restore import appsteps
 
         if self.gated and not (self.approval or {}).get("approved"):
             raise PermanentError("the recovery was not approved: not touching the application")
         app_step = getattr(cfg.restore, self.step)
         self.waiting_for = f"restore.{self.step} ({app_step.describe() if app_step else 'none'})"
-        result = appsteps.run_required(app_step, self.step, bearer=_app_bearer(app_step))
+        result = appsteps.run_required(app_step, f"restore.{self.step}", bearer=app_step_bearer(app_step))
         self.log.info("restore.%s: %s", self.step, "not configured, nothing to do" if result["skipped"]
                       else appsteps.describe_outcome(result))
         return result
@@ -280,17 +258,17 @@ class AnalyzeDatabaseOperator(RestoreStep):
 
 class HealthCheckOperator(RestoreStep):
     """``restore.health_check`` retried until it succeeds or ``restore.health_timeout_seconds`` passed
-    (``pg_dataops.restore.appsteps.wait_healthy``); not configured: ``{"skipped": true}``."""
+    (``pg_dataops.common.appsteps.wait_healthy``); not configured: ``{"skipped": true}``."""
 
     template_fields: Sequence[str] = ("plan",)
     ui_color = "#f8e8d8"
 
     def run_step(self, cfg: Config, context: Context) -> dict:
-        from pg_dataops.restore import appsteps
+        from pg_dataops.common import appsteps
 
         step = cfg.restore.health_check
         self.waiting_for = f"restore.health_check ({step.describe() if step else 'none'})"
-        result = appsteps.wait_healthy(step, bearer=_app_bearer(step),
+        result = appsteps.wait_healthy(step, bearer=app_step_bearer(step),
                                        deadline_seconds=cfg.restore.health_timeout_seconds)
         self.log.info("health check: %s", "not configured" if result["skipped"] else
                       f"ok after {result['attempts']} attempt(s): {appsteps.describe_outcome(result)}")
@@ -318,15 +296,6 @@ class CleanupRecoveryOperator(RestoreStep):
         return result
 
 
-def _step_results(op: StepOperator, context: Context, step_ids: dict[str, str]):
-    """(results by step name, errors in order): a step's return value only where it succeeded."""
-    errors = [(task_id, op.xcom(context, task_id, key="error")) for task_id in step_ids.values()]
-    by_id = dict(errors)
-    results = {name: (op.xcom(context, task_id) if by_id[task_id] == "" else None)
-               for name, task_id in step_ids.items()}
-    return results, errors
-
-
 class ReportFullRecoveryOperator(RestoreStep):
     """ALL_DONE: the ``restore_logs`` row (kind full: SUCCESS, REFUSED, REJECTED or FAILED; the RTO from trigger
     to healthy; the phases; the safety dump; who triggered and approved) and the Slack summary with the rollback
@@ -345,13 +314,13 @@ class ReportFullRecoveryOperator(RestoreStep):
         from pg_dataops.restore import audit, full
 
         ti = context["ti"]
-        results, errors = _step_results(self, context, self.step_ids)
+        results, errors = step_results(self, context, self.step_ids)
         approval = self.xcom(context, self.approval_id, key=DECISION_KEY) if results.get("check") else None
         params = dict(context["params"])
         row = full.full_report_row(
             plan=self.plan or None, results=results, error=audit.first_error(errors), approval=approval,
             target=(self.plan or {}).get("target") or str(params.get("target") or "?"), params=params,
-            triggered_by=triggered_by(context), triggered_at=_run_started(context),
+            triggered_by=triggered_by(context), triggered_at=run_started(context),
             objective_seconds=cfg.rto_objective_seconds, dag_id=ti.dag_id, run_id=ti.run_id)
         pg = catalog_connection(cfg)
         try:
@@ -383,7 +352,7 @@ class PlanRehearsalOperator(RestoreStep):
             cfg, target=self.target, database=conn.dbname, conn_id=cfg.target(self.target).conn_id,
             backup=full.latest_backup(client, cfg, self.target), identity=lambda: age_identity(cfg),
             database_exists=lambda name: databases.database_exists(conn, name), run_id=ti.run_id, dag_id=ti.dag_id,
-            started_at=_run_started(context))
+            started_at=run_started(context))
         self.log.info("rehearsal of %s: %s into %s, then a timed safety dump of %s", self.target, plan["backup_key"],
                       plan["new_database"], plan["database"])
         return plan
@@ -409,7 +378,7 @@ class ReportRehearsalOperator(RestoreStep):
         from pg_dataops.restore import audit, full
 
         ti = context["ti"]
-        results, errors = _step_results(self, context, self.step_ids)
+        results, errors = step_results(self, context, self.step_ids)
         now = dt.datetime.now(dt.UTC)
         pg = catalog_connection(cfg)
         try:

@@ -7,9 +7,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from pg_dataops.common import appsteps
+from pg_dataops.common.appsteps import AppStepFailed
 from pg_dataops.common.config import AppStep
-from pg_dataops.restore import appsteps
-from pg_dataops.restore.appsteps import AppStepFailed
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_an_http_error_is_not_ok_and_keeps_the_answer(app):
     assert got["ok"] is False and got["status"] == 500 and got["output_tail"] == "boom: something broke"
     assert app["requests"] == [("GET", "/broken", None)]
     with pytest.raises(AppStepFailed, match=r"restore.app_stop failed: GET .*/broken -> HTTP 500: boom"):
-        appsteps.run_required(http(app["url"] + "/broken", method="GET"), "app_stop")
+        appsteps.run_required(http(app["url"] + "/broken", method="GET"), "restore.app_stop")
 
 
 def test_an_unreachable_application_is_not_ok():
@@ -102,7 +102,7 @@ def test_a_missing_program_is_reported():
 
 
 def test_no_step_configured_is_a_noop():
-    assert appsteps.run_required(None, "app_stop") == {"skipped": True, "what": "no restore.app_stop configured"}
+    assert appsteps.run_required(None, "restore.app_stop") == {"skipped": True, "what": "no restore.app_stop configured"}
     assert appsteps.wait_healthy(None, deadline_seconds=5)["skipped"] is True
 
 

@@ -1,4 +1,7 @@
-"""pg_full_recovery's application steps: stop the app, start it, check its health. Airflow-free.
+"""Application steps: stop the app, start it, check its health, fence a server. Airflow-free.
+
+pg_full_recovery stops, starts and health-checks the application; pg_failover fences the old primary and
+restarts the application; pg_standby_provision may start the standby's server the host's way.
 
 The runbook ran ``systemctl stop glimpse-api`` and ``curl -f .../health || echo "Health check failed!"`` (a
 failed check printed a line and the script declared the recovery completed). Here each step is configured
@@ -82,14 +85,14 @@ def describe_outcome(result: dict[str, Any]) -> str:
     return f"{result['what']} -> {how}{tail}"
 
 
-def run_required(step: AppStep | None, name: str, *, bearer: str | None = None) -> dict[str, Any]:
-    """Stop or start: ``{"skipped": True}`` when not configured, the result when it succeeded, else
-    AppStepFailed naming the step and its outcome."""
+def run_required(step: AppStep | None, setting: str, *, bearer: str | None = None) -> dict[str, Any]:
+    """A step that must succeed (``setting``: its config path, e.g. ``restore.app_stop``): ``{"skipped": True}``
+    when not configured, the result when it succeeded, else AppStepFailed naming the step and its outcome."""
     if step is None:
-        return {"skipped": True, "what": f"no restore.{name} configured"}
+        return {"skipped": True, "what": f"no {setting} configured"}
     result = run_app_step(step, bearer=bearer)
     if not result["ok"]:
-        raise AppStepFailed(f"restore.{name} failed: {describe_outcome(result)}")
+        raise AppStepFailed(f"{setting} failed: {describe_outcome(result)}")
     return {**result, "skipped": False, "finished_at": _now_iso()}
 
 
