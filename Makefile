@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # Barman's cloud WAL tools in a venv the postgres user can execute (archive_command, restore_command).
 WAL_TOOLS ?= /opt/pg-dataops/wal-tools
 
-.PHONY: deps wal-tools demo test test-unit bench airflow-ui lint clean
+.PHONY: deps wal-tools demo test test-unit bench airflow-ui standby lint clean
 
 deps: $(STAMP) $(PG_BIN)/initdb /usr/bin/age /usr/bin/zstd $(WAL_TOOLS)/.pins
 
@@ -62,6 +62,11 @@ bench: deps
 # The real Airflow UI (api-server, scheduler, dag-processor, triggerer) on the demo stack.
 airflow-ui: deps
 	$(PY) scripts/demo.py --ui
+
+# A local primary and its streaming standby (pg_standby_provision's code), left running for experiments;
+# it prints both connection strings and the command that stops them.
+standby: deps
+	$(PY) scripts/standby.py
 
 lint: deps
 	$(VENV)/bin/ruff check dags plugins tests tools scripts

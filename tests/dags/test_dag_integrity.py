@@ -33,7 +33,11 @@ def test_every_dag_has_owner_tags_retries_time_limits_and_docs(dagbag):
     cfg = load_config()
     # Tighter than the config's limit: the hourly monitor and the daily report are small jobs.
     own_limits = {"pg_backup_monitor": dt.timedelta(minutes=10), "pg_backup_report": dt.timedelta(minutes=30),
-                  "pg_wal_archive_check": dt.timedelta(minutes=10)}
+                  "pg_wal_archive_check": dt.timedelta(minutes=10), "pg_failover": dt.timedelta(minutes=30),
+                  "pg_replication_check": dt.timedelta(minutes=2)}
+    # A failover step is not retried after 5 minutes: someone reads why it failed and runs the DAG again (every
+    # step is idempotent).
+    own_retries = {"pg_failover": 0}
     assert cfg.retries == 2 and cfg.task_timeout_minutes == 240
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, dag_id
@@ -44,7 +48,7 @@ def test_every_dag_has_owner_tags_retries_time_limits_and_docs(dagbag):
             if t.task_id == OUTCOME_TASK_ID:
                 continue  # its own rules: test_every_failure_makes_the_run_failed
             assert t.owner and t.owner != "airflow", (dag_id, t.task_id)
-            assert t.retries == cfg.retries, (dag_id, t.task_id)
+            assert t.retries == own_retries.get(dag_id, cfg.retries), (dag_id, t.task_id)
             assert t.execution_timeout == own_limits.get(dag_id, dt.timedelta(minutes=cfg.task_timeout_minutes)), (
                 dag_id, t.task_id)
             assert [type(c).__name__ for c in t.on_failure_callback] == [
@@ -155,6 +159,9 @@ def test_schedules_and_manual_dags(dagbag):
         "pg_table_restore": None,
         "pg_user_data_restore": None,
         "pg_rds_snapshot": None,  # dr.rds_instance_id is null by default: not on RDS
+        "pg_failover": None,  # manual only, never on a schedule
+        "pg_standby_provision": None,  # manual only: builds a standby on request
+        "pg_replication_check": None,  # no dr.standbys by default: nothing to check
     }
     retention = dagbag.dags["pg_backup_retention"]
     assert retention.params["dry_run"] is True and retention.params["max_delete_fraction"] is None

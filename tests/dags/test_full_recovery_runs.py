@@ -63,7 +63,7 @@ def databases(cluster) -> set[str]:
 
 
 CATALOG = ("public.backup_logs", "public.restore_drills", "public.monitor_alerts", "public.base_backups",
-           "public.pitr_recoveries", "public.restore_logs")
+           "public.pitr_recoveries", "public.restore_logs", "public.failovers")
 
 
 def app_tables(digests: dict) -> dict:

@@ -21,7 +21,7 @@ from pg_dataops.common import sqlfiles
 
 # Every table of the catalog (views are derived); in dependency order of migrations.SCHEMA_FILES.
 CATALOG_TABLES = ("backup_logs", "restore_drills", "monitor_alerts", "base_backups", "pitr_recoveries",
-                  "restore_logs")
+                  "restore_logs", "failovers")
 
 
 def same_database(a: pgtools.PgConn, b: pgtools.PgConn) -> bool:

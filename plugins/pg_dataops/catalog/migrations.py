@@ -19,6 +19,7 @@ SCHEMA_FILES = (
     "catalog/base_backups.sql",
     "catalog/pitr_recoveries.sql",
     "catalog/restore_logs.sql",
+    "catalog/failovers.sql",
     "catalog/views.sql",
 )
 

@@ -25,6 +25,9 @@ JOB_TITLES = {
     "pg_backup_monitor": "Backup monitor",
     "pg_backup_report": "Backup report",
     "pg_backup_catalog_rebuild": "Backup catalog rebuild",
+    "pg_standby_provision": "Standby provisioning",
+    "pg_replication_check": "Replication check",
+    "pg_failover": "Failover",
 }
 
 

@@ -150,14 +150,70 @@ class Restore:
 
 
 @dataclass(frozen=True)
+class Standby:
+    """A streaming standby of one target (``dr.standbys.<target>``): what pg_standby_provision builds, what
+    pg_replication_check watches and what pg_failover promotes."""
+
+    target: str
+    name: str  # pg_failover's confirm must equal it (a person types the standby's name, not "yes")
+    conn_id: str  # Airflow connection to the standby server; after a failover its host/port are the primary's
+    slot: str  # its physical replication slot on the primary
+    data_directory: str | None = None  # where pg_standby_provision builds it, on the worker that runs the task
+    replication_conn_id: str | None = None  # pg_basebackup's and primary_conninfo's role; None: the target's
+    dns_value: str | None = None  # the Route53 record's value after a failover; None: the connection's host
+    start: AppStep | None = None  # how the standby host starts its server; None: pg_ctl as the postgres user
+
+
+@dataclass(frozen=True)
+class Route53Record:
+    """The database's DNS name (``dr.failover.route53``): pg_failover UPSERTs it to the new primary."""
+
+    zone_id: str
+    record_name: str
+    record_type: str = "CNAME"  # CNAME (a host name) or A (an address)
+    ttl: int = 60
+    conn_id: str = "aws_route53"
+
+
+@dataclass(frozen=True)
+class Failover:
+    """pg_failover's configurable steps (``dr.failover``); each is skipped, and says so, when not configured."""
+
+    fence: AppStep | None = None  # stops the old primary taking writes (e.g. a firewall rule, a STONITH call)
+    app_restart: AppStep | None = None  # the runbook's systemctl restart glimpse-api
+    env_file: str | None = None  # the runbook's /opt/glimpse/.env.production
+    env_host_key: str = "DB_HOST"  # its line set to the new primary's host
+    env_port_key: str | None = "DB_PORT"  # and this one to its port (None: leave ports alone)
+    airflow_api_conn_id: str | None = None  # Airflow's REST API: the target's connection follows the new primary
+    route53: Route53Record | None = None
+    promote_timeout_seconds: int = 60  # pg_promote(wait => true, wait_seconds => ...)
+
+
+@dataclass(frozen=True)
 class Dr:
-    """Disaster recovery (issue 12). RDS snapshots (pg_rds_snapshot): only for a deployment on RDS."""
+    """Disaster recovery: RDS snapshots (pg_rds_snapshot, only on RDS); standbys, replication checks and
+    failover (pg_standby_provision, pg_replication_check, pg_failover)."""
 
     rds_instance_id: str | None = None  # the RDS DB instance identifier; None: not on RDS, the DAG does nothing
     rds_conn_id: str = "aws_rds"  # Airflow aws connection (its extra may hold region_name, endpoint_url)
     rds_snapshot_schedule: str = "0 4 * * *"  # daily, after pg_backup (02:00) and the base backup (03:30)
     rds_retention_days: int = 30  # the Retention tag of the snapshots we make (the runbook's 30days)
     rds_snapshot_prefix: str = "glimpse-manual"  # snapshot ids: {prefix}-{instance}-{YYYYmmdd-HHMMSS} (UTC)
+    replication_check_schedule: str = "*/5 * * * *"
+    lag_warn_seconds: int = 60  # Slack when the standby's replay is this far behind
+    lag_page_seconds: int = 300  # PagerDuty (a failover now would lose this much)
+    lag_page_mb: int = 1024  # PagerDuty when this much WAL is not yet replayed, whatever its age
+    slot_retained_page_gb: int = 20  # PagerDuty when a replication slot holds this much WAL on the primary
+    standbys: tuple[Standby, ...] = ()
+    failover: Failover = field(default_factory=Failover)
+
+    def standby(self, target: str) -> Standby:
+        """The standby of ``target``, or a ConfigError saying which targets have one."""
+        for s in self.standbys:
+            if s.target == target:
+                return s
+        have = ", ".join(s.target for s in self.standbys) or "none"
+        raise ConfigError(f"dr.standbys: target {target!r} has no standby configured (targets with one: {have})")
 
 
 @dataclass(frozen=True)
@@ -347,6 +403,10 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     pitr = _parse_pitr(raw.get("pitr") or {}, env, targets)
     restore = _parse_restore(raw.get("restore") or {}, env)
     dr = _parse_dr(raw.get("dr") or {}, env)
+    names = {t.name for t in targets}
+    for standby in dr.standbys:
+        if standby.target not in names:
+            raise ConfigError(f"dr.standbys.{standby.target}: no such target (configured: {', '.join(sorted(names))})")
     return Config(**values, retention=retention, targets=targets, verify_required_tables=required_tables,
                   encryption=encryption, pitr=pitr, restore=restore, dr=dr, source=str(cfg_path))
 
@@ -374,7 +434,7 @@ def _section_scalars(section: str, raw: dict, env: Mapping[str, str],
         raise ConfigError(f"{section}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
     out: dict[str, Any] = {}
     for name, (typ, low, high) in fields.items():
-        env_name = ENV_PREFIX + section.upper() + "_" + name.upper()
+        env_name = ENV_PREFIX + section.upper().replace(".", "_") + "_" + name.upper()
         value, source = (env[env_name], env_name) if env_name in env else (raw.get(name), "config")
         if value is None:
             continue
@@ -507,7 +567,15 @@ def _parse_restore(raw: Any, env: Mapping[str, str]) -> Restore:
 _DR_FIELDS: dict[str, tuple[type, int | None, int | None]] = {
     "rds_instance_id": (str, None, None), "rds_conn_id": (str, None, None), "rds_snapshot_schedule": (str, None, None),
     "rds_retention_days": (int, 1, 3650), "rds_snapshot_prefix": (str, None, None),
+    "replication_check_schedule": (str, None, None), "lag_warn_seconds": (int, 1, 86400),
+    "lag_page_seconds": (int, 1, 7 * 86400), "lag_page_mb": (int, 1, 10 ** 7), "slot_retained_page_gb": (int, 1, 10 ** 5),
 }
+_FAILOVER_FIELDS: dict[str, tuple[type, int | None, int | None]] = {
+    "env_file": (str, None, None), "env_host_key": (str, None, None), "env_port_key": (str, None, None),
+    "airflow_api_conn_id": (str, None, None), "promote_timeout_seconds": (int, 1, 3600),
+}
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")  # PostgreSQL's rule for replication slot names
 # RDS identifiers: a letter first, then letters, digits and hyphens; no "--", no trailing hyphen.
 _RDS_ID_RE = re.compile(r"^[A-Za-z](?:-?[A-Za-z0-9])*$")
 
@@ -519,11 +587,16 @@ def _parse_dr(raw: Any, env: Mapping[str, str]) -> Dr:
     if instance_env in env and _null_env(env[instance_env]):  # "" or "null" in the environment: not on RDS
         env = {k: v for k, v in env.items() if k != instance_env}
         raw = {**raw, "rds_instance_id": None}
-    out = _section_scalars("dr", raw, env, _DR_FIELDS, others=set())
+    out = _section_scalars("dr", raw, env, _DR_FIELDS, others={"standbys", "failover"})
     from croniter import croniter
 
-    if "rds_snapshot_schedule" in out and not croniter.is_valid(out["rds_snapshot_schedule"]):
-        raise ConfigError(f"dr.rds_snapshot_schedule: not a valid cron expression: {out['rds_snapshot_schedule']!r}")
+    for name in ("rds_snapshot_schedule", "replication_check_schedule"):
+        if name in out and not croniter.is_valid(out[name]):
+            raise ConfigError(f"dr.{name}: not a valid cron expression: {out[name]!r}")
+    if out.get("lag_warn_seconds", Dr.lag_warn_seconds) > out.get("lag_page_seconds", Dr.lag_page_seconds):
+        raise ConfigError("dr.lag_warn_seconds must not exceed dr.lag_page_seconds (the warning comes first)")
+    out["standbys"] = _parse_standbys(raw.get("standbys"))
+    out["failover"] = _parse_failover(raw.get("failover"), env)
     instance = out.get("rds_instance_id")
     if instance is not None and (len(instance) > 63 or not _RDS_ID_RE.match(instance)):
         raise ConfigError(f"dr.rds_instance_id: {instance!r} is not an RDS instance identifier (a letter first, then "
@@ -533,6 +606,83 @@ def _parse_dr(raw: Any, env: Mapping[str, str]) -> Dr:
         raise ConfigError(f"dr.rds_snapshot_prefix: {prefix!r} must start a valid snapshot identifier (a letter "
                           "first, then letters, digits and single hyphens, not ending in one, at most 100)")
     return Dr(**out)
+
+
+def _parse_standbys(raw: Any) -> tuple[Standby, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"dr.standbys: must map a target name to its standby ({{name, conn_id, slot, ...}}), "
+                          f"got {raw!r}")
+    known = {"name", "conn_id", "slot", "data_directory", "replication_conn_id", "dns_value", "start"}
+    out = []
+    for target, entry in raw.items():
+        where = f"dr.standbys.{target}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a mapping (name, conn_id, slot, ...), got {entry!r}")
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+        for name in ("name", "conn_id", "slot"):
+            if not isinstance(entry.get(name), str) or not entry[name].strip():
+                raise ConfigError(f"{where}.{name}: required (a non-empty string)")
+        if not _SLOT_RE.match(entry["slot"]):
+            raise ConfigError(f"{where}.slot: {entry['slot']!r} is not a replication slot name (lower-case letters, "
+                              "digits and '_', at most 63)")
+        for name in ("data_directory", "replication_conn_id", "dns_value"):
+            if entry.get(name) is not None and (not isinstance(entry[name], str) or not entry[name].strip()):
+                raise ConfigError(f"{where}.{name}: must be a non-empty string or null")
+        if entry.get("data_directory") and not entry["data_directory"].startswith("/"):
+            raise ConfigError(f"{where}.data_directory: {entry['data_directory']!r} must be an absolute path")
+        out.append(Standby(target=str(target), name=entry["name"], conn_id=entry["conn_id"], slot=entry["slot"],
+                           data_directory=entry.get("data_directory"),
+                           replication_conn_id=entry.get("replication_conn_id"), dns_value=entry.get("dns_value"),
+                           start=_parse_app_step(entry.get("start"), f"{where}.start")))
+    return tuple(out)
+
+
+def _parse_failover(raw: Any, env: Mapping[str, str]) -> Failover:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"dr.failover: must be a mapping (fence, app_restart, env_file, route53, ...), got {raw!r}")
+    port_env = ENV_PREFIX + "DR_FAILOVER_ENV_PORT_KEY"
+    explicit_null_port = "env_port_key" in raw and raw["env_port_key"] is None
+    out = _section_scalars("dr.failover", raw, env, _FAILOVER_FIELDS, others={"fence", "app_restart", "route53"})
+    if explicit_null_port and port_env not in env:
+        out["env_port_key"] = None
+    for name in ("env_host_key", "env_port_key"):
+        if out.get(name) is not None and not _ENV_KEY_RE.match(out[name]):
+            raise ConfigError(f"dr.failover.{name}: {out[name]!r} is not an environment variable name")
+    if out.get("env_file") and not out["env_file"].startswith("/"):
+        raise ConfigError(f"dr.failover.env_file: {out['env_file']!r} must be an absolute path")
+    for name in ("fence", "app_restart"):
+        out[name] = _parse_app_step(raw.get(name), f"dr.failover.{name}")
+    out["route53"] = _parse_route53(raw.get("route53"))
+    return Failover(**out)
+
+
+def _parse_route53(raw: Any) -> Route53Record | None:
+    if raw is None:
+        return None
+    where = "dr.failover.route53"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping (zone_id, record_name, record_type, ttl, conn_id), got {raw!r}")
+    known = {"zone_id", "record_name", "record_type", "ttl", "conn_id"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+    for name in ("zone_id", "record_name"):
+        if not isinstance(raw.get(name), str) or not raw[name].strip():
+            raise ConfigError(f"{where}.{name}: required (a non-empty string)")
+    record_type = str(raw.get("record_type") or "CNAME").upper()
+    if record_type not in ("CNAME", "A"):
+        raise ConfigError(f"{where}.record_type: {record_type!r} is not CNAME or A")
+    ttl = _coerce(f"{where}.ttl", raw.get("ttl", 60), int, "config")
+    if not 1 <= ttl <= 86400:
+        raise ConfigError(f"{where}.ttl: {ttl} is outside 1..86400")
+    return Route53Record(zone_id=raw["zone_id"], record_name=raw["record_name"].rstrip(".") + ".",
+                         record_type=record_type, ttl=ttl, conn_id=str(raw.get("conn_id") or "aws_route53"))
 
 
 def _parse_encryption(raw: Any, env: Mapping[str, str], source: str) -> Encryption:
