@@ -41,7 +41,8 @@ def catalog_row(cluster, table: str, run_id: str) -> dict | None:
         return pg.execute(f"SELECT * FROM {table} WHERE run_id = %s ORDER BY id DESC LIMIT 1", (run_id,)).fetchone()
 
 
-def test_failover_approved_in_required_actions_then_backups_follow(dag_env, cluster, bucket, tmp_path, pair):
+def test_failover_approved_in_required_actions_then_backups_follow(dag_env, cluster, bucket, tmp_path, pair,
+                                                                  measured):
     primary, standby = pair
     port = devstack.free_port()
     raw = yaml.safe_load((REPO / "include" / "config" / "pgbackup.yaml").read_text())
@@ -104,7 +105,7 @@ def test_failover_approved_in_required_actions_then_backups_follow(dag_env, clus
             text = subprocess.run([str(devstack.PG_BIN / "pg_restore"), "--data-only", "--table", "failover_marker",
                                    "--file", "-", str(dump)], capture_output=True, text=True, check=True).stdout
             assert "1001\twritten on the new primary" in text and "1000\tbefore 1000" in text, dump
-        print(f"\n[timing] failover run with its approval {approved - started:.0f} s; failover time in the catalog "
+        measured(f"pg_failover drill (real scheduler): the run with its approval {approved - started:.0f} s; failover time in the catalog "
               f"{float(row['failover_seconds']):.1f} s (trigger to writable, including the wait for the approval); "
               f"backup of the new primary {time.monotonic() - approved:.0f} s")
     finally:

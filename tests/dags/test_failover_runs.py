@@ -55,7 +55,8 @@ def failovers(cluster, run_id: str) -> list[dict]:
         return pg.execute("SELECT * FROM failovers WHERE run_id = %s ORDER BY id", (run_id,)).fetchall()
 
 
-def test_failover_refused_dry_run_then_finished_by_a_rerun(run_dag, cluster, s3, bucket, receiver, tmp_path, pair):
+def test_failover_refused_dry_run_then_finished_by_a_rerun(run_dag, cluster, s3, bucket, receiver, tmp_path, pair,
+                                                           measured):
     primary, standby = pair
     client = route53(s3)
     zone_name = f"glimpse-{uuid.uuid4().hex[:8]}.internal."
@@ -169,5 +170,5 @@ def test_failover_refused_dry_run_then_finished_by_a_rerun(run_dag, cluster, s3,
     pd = json_posts(receiver, "/pagerduty")
     assert [p["dedup_key"] for p in pd] == [f"pg_failover/glimpse/{rerun.run_id}"], pd
     assert pd[0]["payload"]["custom_details"]["timeline"][3]["step"] == "promote"
-    print(f"\n[measure] pg_failover: trigger to writable new primary {failover_seconds:.1f} s (target < 30 s); "
+    measured(f"pg_failover drill (airflow dags test): trigger to writable new primary {failover_seconds:.1f} s (target < 30 s); "
           f"committed rows lost: 0 of {before_crash['public.failover_marker'][0]} (caught-up standby, SIGKILL)")
