@@ -71,3 +71,19 @@ def test_the_plugin_loader_skips_the_package():
     seen = [Path(p).relative_to(plugins) for p in find_path_from_directory(str(plugins), ".airflowignore", "glob")]
     assert [p for p in seen if p.parts[0] == "pg_dataops"] == []
     assert (plugins / ".airflowignore").is_file()
+
+
+PLUGIN_FILES = sorted(PKG.parent.glob("*.py"))
+
+
+def test_there_is_a_ui_plugin_file():
+    assert [p.name for p in PLUGIN_FILES] == ["pg_dataops_ui.py"]
+
+
+@pytest.mark.parametrize("path", PLUGIN_FILES, ids=[p.name for p in PLUGIN_FILES])
+def test_plugin_files_import_only_the_sdk_at_load(path):
+    # Every Airflow component loads plugins/*.py: the web app and what it reads are imported on first use.
+    tree = ast.parse(path.read_text())
+    names = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names] + \
+            [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
+    assert all(n == "__future__" or n == "airflow.sdk" or n.startswith("airflow.sdk.") for n in names), names
