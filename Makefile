@@ -9,10 +9,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 # Barman's cloud WAL tools in a venv the postgres user can execute (archive_command, restore_command).
 WAL_TOOLS ?= /opt/pg-dataops/wal-tools
+# The browser the browser tests drive (tests/browser): Debian's build, never Playwright's own download.
+CHROMIUM := /usr/lib/chromium/chromium
 
 .PHONY: deps wal-tools demo test test-unit bench airflow-ui standby lint clean
 
-deps: $(STAMP) $(PG_BIN)/initdb /usr/bin/age /usr/bin/zstd $(WAL_TOOLS)/.pins
+deps: $(STAMP) $(PG_BIN)/initdb /usr/bin/age /usr/bin/zstd $(CHROMIUM) $(WAL_TOOLS)/.pins
 
 # Point-in-time recovery: on the database host (archive_command) and the Airflow worker (restore_command).
 wal-tools:
@@ -35,6 +37,11 @@ $(PG_BIN)/initdb:
 /usr/bin/age:
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq age
+
+# Chromium from Debian's packages (the browser tests' browser), only when missing.
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
 # The venv, from pinned requirements (transitive pins in constraints.txt).
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt

@@ -65,7 +65,7 @@ with standard_dag(
         "force": Param(False, type="boolean", title="Force (primary still healthy)",
                        description="Fail over although the primary answers: a planned switchover. Without it a "
                                    "healthy primary is refused (two primaries would take writes)."),
-        "confirm": Param("", type="string", title="Confirm in advance",
+        "confirm": Param(None, type=["null", "string"], title="Confirm in advance",
                          description="The standby's name (dr.standbys.<target>.name) approves without waiting "
                                      "(runs from the REST API or airflow dags trigger -c). Empty: approve in the "
                                      "UI (Required Actions). Anything else is refused before any check."),
@@ -76,10 +76,10 @@ with standard_dag(
 ) as dag:
     validate = ValidateFailoverOperator(task_id="validate", target="{{ params.target }}",
                                         force="{{ params.force }}", dry_run="{{ params.dry_run }}",
-                                        confirm="{{ params.confirm }}")
+                                        confirm="{{ params.confirm or '' }}")
     approve = ApprovalGateOperator(
         task_id="approve_failover", subject="Fail over to the standby?", preview=validate.output,
-        requested="{{ not params.dry_run }}", confirm="{{ params.confirm }}",
+        requested="{{ not params.dry_run }}", confirm="{{ params.confirm or '' }}",
         approval_timeout_minutes="{{ params.approval_timeout_minutes }}")
     fence = FailoverAppStepOperator(task_id="fence", step="fence", plan=validate.output)
     promote = PromoteStandbyOperator(task_id="promote", plan=validate.output)

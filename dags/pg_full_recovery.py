@@ -89,7 +89,7 @@ with standard_dag(
     check = CheckNewDatabaseOperator(task_id="check", plan=validate.output, restored=restore.output)
     approve = ApprovalGateOperator(
         task_id="approve_swap", subject="Swap the recovered database into place?", preview=check.output,
-        confirm="{{ params.confirm }}", approval_timeout_minutes="{{ params.approval_timeout_minutes }}")
+        confirm="{{ params.confirm or '' }}", approval_timeout_minutes="{{ params.approval_timeout_minutes }}")
     stop_app = AppStepOperator(task_id="stop_app", step="app_stop", gated=True, plan=validate.output,
                                approval=approve.output)
     safety = SafetyDumpOperator(task_id="safety_dump", plan=validate.output)

@@ -84,7 +84,7 @@ with standard_dag(
                       description="After an approval: rename the target's database to "
                                   "<name>_before_pitr_<stamp> (kept) and the recovered copy to its name. Off: "
                                   "the report gives the exact commands to do it by hand."),
-        "confirm": Param("", type="string", title="Confirm the swap in advance",
+        "confirm": Param(None, type=["null", "string"], title="Confirm the swap in advance",
                          description="The target database's name approves the swap without waiting (for runs "
                                      "from the REST API or airflow dags trigger -c). Empty: approve in the UI "
                                      "(Required Actions)."),
@@ -103,7 +103,7 @@ with standard_dag(
                                 checked=check.output)
     approve = ApprovalGateOperator(
         task_id="approve_swap", subject="Swap the recovered database into place?", preview=copy.output,
-        requested="{{ params.swap }}", confirm="{{ params.confirm }}",
+        requested="{{ params.swap }}", confirm="{{ params.confirm or '' }}",
         approval_timeout_minutes="{{ params.approval_timeout_minutes }}")
     swap = SwapDatabasesOperator(task_id="swap", plan=validate.output, copied=copy.output, approval=approve.output)
     carry = CarryCatalogOperator(task_id="carry_catalog", target="{{ params.target }}", swapped=swap.output)

@@ -64,14 +64,14 @@ with standard_dag(
     params={
         "target": Param(STANDBY_TARGETS[0], enum=STANDBY_TARGETS, title="Target",
                         description="Whose standby to build (dr.standbys.<target>: its name, connection, slot)."),
-        "data_directory": Param("", type="string", title="Data directory",
+        "data_directory": Param(None, type=["null", "string"], title="Data directory",
                                 description="Absolute path on the standby's host, empty or missing. Empty: the "
                                             "configured dr.standbys.<target>.data_directory ("
                                             + (CONFIGURED_DIRS or "no standby configured") + ")."),
     },
 ) as dag:
     validate = ValidateStandbyOperator(task_id="validate", target="{{ params.target }}",
-                                       data_directory="{{ params.data_directory }}")
+                                       data_directory="{{ params.data_directory or '' }}")
     provision = ProvisionStandbyOperator(task_id="provision", plan=validate.output)
     report = StandbyReportOperator(task_id="report", result=provision.output)
     chain(validate, provision, report)

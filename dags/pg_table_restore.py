@@ -70,7 +70,7 @@ with standard_dag(
     preview = PreviewTableRestoreOperator(task_id="preview", plan=validate.output, staged=stage.output)
     approve = ApprovalGateOperator(
         task_id="approve_apply", subject="Apply the table restore?", preview=preview.output,
-        requested="{{ params.mode != 'dry_run' }}", confirm="{{ params.confirm }}",
+        requested="{{ params.mode != 'dry_run' }}", confirm="{{ params.confirm or '' }}",
         approval_timeout_minutes="{{ params.approval_timeout_minutes }}")
     apply = ApplyTableRestoreOperator(task_id="apply", plan=validate.output, staged=stage.output,
                                       previewed=preview.output, approval=approve.output)

@@ -68,7 +68,7 @@ with standard_dag(
     preview = PreviewUserRestoreOperator(task_id="preview", plan=validate.output, staged=stage.output)
     approve = ApprovalGateOperator(
         task_id="approve_upsert", subject="Write the user's rows back (upsert)?", preview=preview.output,
-        requested="{{ not params.dry_run }}", confirm="{{ params.confirm }}",
+        requested="{{ not params.dry_run }}", confirm="{{ params.confirm or '' }}",
         approval_timeout_minutes="{{ params.approval_timeout_minutes }}")
     apply = ApplyUserRestoreOperator(task_id="apply", plan=validate.output, staged=stage.output,
                                      preview=preview.output, approval=approve.output)

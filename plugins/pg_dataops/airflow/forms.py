@@ -27,17 +27,17 @@ def target_param(cfg: Config, description: str) -> dict[str, Param]:
 def backup_params(cfg: Config, *, from_database: bool) -> dict[str, Param]:
     """backup_date and backup_key (and from_database for the partial restores)."""
     params = {
-        "backup_date": Param("", type="string", title="Backup date (YYYYMMDD)",
+        "backup_date": Param(None, type=["null", "string"], title="Backup date (YYYYMMDD)",
                              description=f"The day of the backup, in {cfg.timezone} (e.g. 20261125). A date with no "
                                          "backup, or with several, is refused naming the backups that exist."
                                          + (" Leave empty when using from_database." if from_database else "")),
-        "backup_key": Param("", type="string", title="Backup key (optional)",
+        "backup_key": Param(None, type=["null", "string"], title="Backup key (optional)",
                             description="The S3 key or file name of one backup (e.g. glimpse_daily_20261125_"
                                         "020000.dump), when the date has several or instead of the date."),
     }
     if from_database:
         params["from_database"] = Param(
-            "", type="string", title="Or: from a recovered database",
+            None, type=["null", "string"], title="Or: from a recovered database",
             description="A database on the target's server holding the data as you want it, e.g. glimpse_recovery "
                         "made by pg_pitr_restore (\"as of 14:29\"). Not the target database itself. Leave the "
                         "backup fields empty then.")
@@ -47,7 +47,7 @@ def backup_params(cfg: Config, *, from_database: bool) -> dict[str, Param]:
 def approval_params(cfg: Config, *, step: str) -> dict[str, Param]:
     """confirm and approval_timeout_minutes for the approval of ``step`` ("the swap", "the apply", ...)."""
     return {
-        "confirm": Param("", type="string", title="Confirm in advance",
+        "confirm": Param(None, type=["null", "string"], title="Confirm in advance",
                          description=f"The target database's name approves {step} without waiting (runs from the "
                                      "REST API or airflow dags trigger -c). Empty: approve in the UI (Required "
                                      "Actions). Anything else is refused before any work."),
