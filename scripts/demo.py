@@ -8,7 +8,8 @@ SHA-256, duration and throughput, that it is encrypted and for whom, where the k
 recovery with `age -d`; stops everything it started.
 
 `make airflow-ui` (this script with --ui) starts the same stack and then `airflow standalone`, so
-the DAGs can be triggered and watched in the real UI at http://localhost:8080.
+the DAGs can be triggered and watched in the real UI at http://localhost:$AIRFLOW_PORT (default 8080);
+the Backups page is under Browse > Backups.
 """
 
 from __future__ import annotations
@@ -28,11 +29,17 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import devstack  # noqa: E402
 
-WORK = REPO / ".demo"
+# DEMO_DIR: where the demo keeps its files (tests point it at a temporary folder).
+WORK = Path(os.environ.get("DEMO_DIR") or REPO / ".demo").resolve()
 BUCKET = "glimpse-backups"
 AGE_DIR = WORK / "age"
 IDENTITY_CONN_ID = "backup_age_identity"  # encryption.identity_conn_id's default
 AGE_HEADER = b"age-encryption.org/v1\n"
+
+
+def shown(path: Path) -> str:
+    """A path as the reader finds it: relative to the checkout when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def say(msg: str) -> None:
@@ -66,7 +73,7 @@ def start_stack(users: int, started: list):
         shutil.rmtree(WORK)
     WORK.mkdir()
     identity, identity_text, recipient = make_key_pair()
-    say(f"throwaway age key pair: identity (private key) {identity.relative_to(REPO)}, recipient {recipient}")
+    say(f"throwaway age key pair: identity (private key) {shown(identity)}, recipient {recipient}")
     say(f"starting PostgreSQL 15 (initdb) and loading the Glimpse demo data ({users} users)...")
     # The cluster lives under /tmp: the postgres OS user may not be able to enter the checkout.
     cluster = devstack.LocalCluster().start()
@@ -236,33 +243,58 @@ def run_demo(users: int) -> int:
         stop_all(started)
 
 
+def ui_port(value: str) -> int:
+    """AIRFLOW_PORT as a TCP port, or a clear error (it ends up in URLs and the api-server's bind)."""
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise SystemExit(f"[demo] AIRFLOW_PORT must be a TCP port number (1-65535), got {value!r}")
+    return port
+
+
 def run_ui(users: int) -> int:
+    port = ui_port(os.environ.get("AIRFLOW_PORT", "8080"))
+    url = f"http://localhost:{port}"
+    # SIGTERM (`timeout`, a CI job's stop) ends the demo like Ctrl-C: everything it started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     started: list = []
     try:
         env = start_stack(users, started)[3]
+    except KeyboardInterrupt:
+        cleaning_up()
+        stop_all(started)
+        return 0
     except BaseException:
+        cleaning_up()
         stop_all(started)
         raise
-    env = {**env, "AIRFLOW__API__PORT": os.environ.get("AIRFLOW_PORT", "8080"),
+    # The task processes reach the api-server through the execution API URL: left at its default
+    # (port 8080) every task of a UI on another port dies with "Connection refused".
+    env = {**env, "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": url,
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
     say("starting `airflow standalone` (api-server, scheduler, dag-processor, triggerer); Ctrl-C stops all")
-    say(f"UI: http://localhost:{env['AIRFLOW__API__PORT']}  login: admin, password printed by airflow "
+    say(f"UI: {url}  login: admin, password printed by airflow "
         f"and kept in {WORK / 'airflow'}/simple_auth_manager_passwords.json.generated")
+    say(f"Backups page: Browse > Backups ({url}/plugin/backups); trigger DAG pg_backup first to fill it")
     # Its own process group, so stopping the demo stops every Airflow component it started.
     proc = subprocess.Popen([devstack.airflow_bin(), "standalone"], env=env, start_new_session=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
         return proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        cleaning_up()
+        devstack.stop_process_groups([proc], grace=30)  # the standalone and its task processes
         stop_all(started)
+
+
+def cleaning_up() -> None:
+    """A second Ctrl-C or SIGTERM must not cut the clean-up short and leave servers running."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def main() -> int:

@@ -375,13 +375,15 @@ class AirflowServices:
                     [airflow_bin(), component], env=self.env, stdout=out, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            self._wait_healthy(timeout)
+            self.wait_healthy(timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float = 180) -> None:
+        """Until the api-server answers and reports the scheduler and the dag-processor healthy (also for an
+        Airflow this object did not start, e.g. `airflow standalone`)."""
         import requests
 
         want = {"api-server": None, "scheduler": "scheduler", "dag-processor": "dag_processor"}
@@ -472,34 +474,41 @@ class AirflowServices:
 
     def stop(self, grace: float = 20) -> None:
         """End every component's process group, then any task process (its own group) they left behind."""
-        import psutil
-
-        leftovers: list[psutil.Process] = []
-        for proc in self.procs.values():
-            try:
-                leftovers += psutil.Process(proc.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                pass
-        groups = {proc.pid for proc in self.procs.values()}
-        for p in leftovers:
-            try:
-                groups.add(os.getpgid(p.pid))
-            except ProcessLookupError:
-                pass
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
-            for pgid in groups:
-                try:
-                    os.killpg(pgid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            end = time.monotonic() + wait
-            while time.monotonic() < end and (any(p.poll() is None for p in self.procs.values())
-                                              or any(_alive(p) for p in leftovers)):
-                time.sleep(0.2)
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.wait(5)
+        stop_process_groups(list(self.procs.values()), grace)
         self.procs.clear()
+
+
+def stop_process_groups(roots: list[subprocess.Popen], grace: float = 20) -> None:
+    """End the process group of each of ``roots`` (each started with ``start_new_session``) and the groups of
+    all their descendants: SIGTERM, then SIGKILL after ``grace`` seconds. An executor starts each task process
+    in a group of its own, which a signal to its parent's group alone would leave running."""
+    import psutil
+
+    leftovers: list[psutil.Process] = []
+    for proc in roots:
+        try:
+            leftovers += psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+    groups = {proc.pid for proc in roots}
+    for p in leftovers:
+        try:
+            groups.add(os.getpgid(p.pid))
+        except ProcessLookupError:
+            pass
+    groups.discard(os.getpgrp())  # never the caller's own group (make's, pytest's)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        for pgid in groups:
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        end = time.monotonic() + wait
+        while time.monotonic() < end and (any(p.poll() is None for p in roots) or any(_alive(p) for p in leftovers)):
+            time.sleep(0.2)
+    for proc in roots:
+        if proc.poll() is None:
+            proc.wait(5)
 
 
 def _alive(p) -> bool:
