@@ -50,8 +50,12 @@ def _owner() -> pwd.struct_passwd | None:
 
 def as_owner(argv: list[str]) -> list[str]:
     """``argv`` run as the scratch owner (``runuser -u postgres --`` when we are root). The environment is
-    passed through (runuser keeps it), so credentials travel in the environment, never in argv."""
-    return ["runuser", "-u", "postgres", "--", *argv] if _owner() else list(argv)
+    passed through (runuser keeps it), so credentials travel in the environment, never in argv.
+
+    As postgres it starts in ``/``: our working directory (a checkout under /root, a 0700 temporary folder)
+    may be closed to that user, and PostgreSQL's tools then print "could not change directory" among their
+    output. Every path we pass them is absolute (the config refuses relative ones)."""
+    return ["runuser", "-u", "postgres", "--", "env", "--chdir=/", *argv] if _owner() else list(argv)
 
 
 # sockaddr_un.sun_path is 108 bytes: the socket's full path (dir + "/.s.PGSQL.<port>") must fit in 107.

@@ -172,6 +172,11 @@ def verify_problems(output: str) -> tuple[list[str], list[str]]:
     return errors, files
 
 
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def verify_restored(layout: scratch.ScratchLayout, bin_dir: str, *, timeout: float | None = None,
                     doc: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``pg_verifybackup`` of the restored data directory against the ``backup_manifest`` inside it: every
@@ -212,7 +217,7 @@ def verify_restored(layout: scratch.ScratchLayout, bin_dir: str, *, timeout: flo
     return {"verified": True, "verify_seconds": seconds, "files": files,
             "wal_ranges": [{"timeline": r.get("Timeline"), "start_lsn": r.get("Start-LSN"),
                             "end_lsn": r.get("End-LSN")} for r in wal_ranges],
-            "message": output.splitlines()[-1] if output else "", "tool": tool}
+            "message": _last_line(done.stdout) or _last_line(output), "tool": tool}
 
 
 # --- 4. replay ----------------------------------------------------------------------------------------

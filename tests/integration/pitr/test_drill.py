@@ -56,8 +56,13 @@ def plan_of(env, client, run_id):
                             identity=lambda: "", run_id=run_id)
 
 
-def test_a_changed_file_in_the_restored_copy_fails_pg_verifybackup_naming_it(env, s3):
+def test_a_changed_file_in_the_restored_copy_fails_pg_verifybackup_naming_it(env, s3, tmp_path, monkeypatch):
     client = s3.client()
+    # Run from a folder the postgres user cannot enter (as a checkout in a 0700 temporary folder): the tools
+    # it runs must not print "could not change directory" in place of their result.
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    monkeypatch.chdir(closed)
     p = plan_of(env, client, "manual__verify")
     layout = scratch.ScratchLayout.from_dict(p["scratch"])
     try:
