@@ -306,7 +306,8 @@ class AirflowApi:
     ``base_url``: the api-server's address (``http://airflow-apiserver:8080``). The user needs the right to read
     and edit connections. Neither the password nor the token is ever shown (repr, errors)."""
 
-    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 15):
+    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 30,
+                 attempts: int = 3, pause: float = 2.0):
         base = base_url.strip().rstrip("/")
         if base.endswith("/api/v2"):
             base = base[: -len("/api/v2")]
@@ -318,6 +319,8 @@ class AirflowApi:
         self._password = password
         self._token: str | None = None
         self.timeout = timeout
+        self.attempts = max(1, attempts)
+        self.pause = pause
 
     def __repr__(self) -> str:
         return f"AirflowApi(base_url={self.base_url!r}, username={self.username!r})"
@@ -326,14 +329,22 @@ class AirflowApi:
         return redact(text, self._password, self._token)
 
     def _send(self, method: str, url: str, **kwargs):
+        """One request, sent again (``attempts`` in all, ``pause`` doubling between them) while it gets no
+        answer: a busy or restarting api-server, and the failover steps have no retries. Safe because every call
+        here is idempotent: GETs, a token, a PATCH of host and port to fixed values."""
         import requests
 
-        try:
-            return requests.request(method, url, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            # no answer: the api-server may be restarting; the task's retries may get through
-            raise BackupError(self._redact(f"Airflow API at {self.base_url}: {method} {url[len(self.base_url):]} "
-                                           f"got no answer: {type(exc).__name__}: {exc}")) from None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return requests.request(method, url, timeout=self.timeout, **kwargs)
+            except requests.RequestException as exc:
+                if attempt < self.attempts:
+                    time.sleep(self.pause * 2 ** (attempt - 1))
+                    continue
+                raise BackupError(self._redact(
+                    f"Airflow API at {self.base_url}: {method} {url[len(self.base_url):]} got no answer in "
+                    f"{self.attempts} tries ({self.timeout:.0f} s each): {type(exc).__name__}: {exc}")) from None
+        raise AssertionError("unreachable")
 
     def _error(self, what: str, resp) -> RepointError:
         body = " ".join((resp.text or "").split())[:BODY_TAIL]
