@@ -170,7 +170,7 @@ def test_table_restore_from_the_form_approved_in_required_actions(page, stack, s
     expect(page.get_by_text("approve_apply response successful").first).to_be_visible()  # a toast
     shot(page, "approved")
 
-    assert gate.wait_end() == "success", gate.task_states()
+    assert gate.wait_end() == "success", gate.explain()
     states = gate.task_states()
     assert (states["approve_apply"], states["apply"], states["report"]) == ("success",) * 3, states
     assert table_digests(cluster, DB)[TABLE] == seed.before_damage  # every row as in the backup again

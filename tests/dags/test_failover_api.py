@@ -81,7 +81,7 @@ def test_failover_approved_in_required_actions_then_backups_follow(dag_env, clus
         assert f"* **Standby** 127.0.0.1:{standby.port}: in recovery, received " in body, body
         assert "* **Data lost by failing over now**: **unknown**: the primary does not answer" in body, body
         run.answer("Approve")
-        assert run.wait_end() == "success", run.task_states()
+        assert run.wait_end() == "success", run.explain()
         approved = time.monotonic()
         assert not standby.in_recovery()
         conn = airflow.api("GET", "connections/glimpse_db")
@@ -96,7 +96,7 @@ def test_failover_approved_in_required_actions_then_backups_follow(dag_env, clus
         standby.query("INSERT INTO failover_marker VALUES (1001, 'written on the new primary')", dbname="glimpse")
         airflow.wait_for_dag("pg_backup")
         backup = Run(airflow, airflow.trigger("pg_backup"), dag_id="pg_backup", gate="")
-        assert backup.wait_end() == "success", backup.task_states()
+        assert backup.wait_end() == "success", backup.explain()
         logged = catalog_row(cluster, "backup_logs", backup.run_id)
         assert logged["status"] == "SUCCESS", logged
         dumps = sorted(local_root.rglob("*.dump"))  # the day's tiers (daily, and monthly on the 1st)

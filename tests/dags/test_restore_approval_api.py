@@ -144,7 +144,7 @@ def test_table_restore_waits_for_an_approval_answered_through_the_rest_api(dag_e
 
         answered = run.answer("Approve")
         assert answered["chosen_options"] == ["Approve"] and answered["responded_by"]["name"] == "admin"
-        assert run.wait_end() == "success", run.task_states()
+        assert run.wait_end() == "success", run.explain()
         states = run.task_states()
         assert states[GATE] == "success" and states["apply"] == "success" and states["report"] == "success", states
         assert table_digests(cluster, DB)["public.likes"] == before_damage
@@ -161,7 +161,7 @@ def test_table_restore_waits_for_an_approval_answered_through_the_rest_api(dag_e
         run.wait_awaiting_input()
         assert "| to insert (missing now) | 10 |" in run.pending_approval()["body"]
         run.answer("Reject")
-        assert run.wait_end() == "success", run.task_states()  # a rejection is not a failure
+        assert run.wait_end() == "success", run.explain()  # a rejection is not a failure
         states = run.task_states()
         assert states[GATE] == "success" and states["apply"] == "skipped", states
         assert states["cleanup"] == "success" and states["report"] == "success", states
@@ -187,7 +187,7 @@ def test_table_restore_waits_for_an_approval_answered_through_the_rest_api(dag_e
         assert user_rows(cluster, user_id) == {"likes": (0, md5_empty()), "messages": (0, md5_empty())}
         assert user_id in run.pending_approval()["body"]
         run.answer("Approve")
-        assert run.wait_end() == "success", run.task_states()
+        assert run.wait_end() == "success", run.explain()
         assert user_rows(cluster, user_id) == backup_user["rows"]
         row = restore_log(cluster, run.run_id)
         assert (row["kind"], row["status"], row["approved_by"]) == ("user", "SUCCESS", "admin"), row
@@ -204,7 +204,7 @@ def test_table_restore_waits_for_an_approval_answered_through_the_rest_api(dag_e
         assert f"### Swap the recovered database into place: {DB}" in body and "Rollback afterwards" in body
         damaged_db = table_digests(cluster, DB)
         run.answer("Approve")
-        assert run.wait_end() == "success", run.task_states()
+        assert run.wait_end() == "success", run.explain()
         assert table_digests(cluster, DB) == backup_state  # every table as in the backup
         row = restore_log(cluster, run.run_id)
         assert (row["kind"], row["status"], row["approved_by"]) == ("full", "SUCCESS", "admin"), row

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 import devstack
@@ -28,6 +29,28 @@ class Run:
     def task_states(self) -> dict[str, str | None]:
         tis = self.airflow.api("GET", f"{self.path}/taskInstances")["task_instances"]
         return {t["task_id"]: t["state"] for t in tis}
+
+    def explain(self) -> str:
+        """What a failed assertion on the run's state should show. The first line names each task that is not
+        green with the last error of its log (CI shows only a failure's first line in its summary); then every
+        task's state and the end of those tasks' logs (Airflow 3 writes them as JSON lines: shown readable)."""
+        states = self.task_states()
+        bad = {task: state for task, state in states.items() if state not in ("success", "skipped")}
+        folder = self.airflow.home / "logs" / f"dag_id={self.dag_id}" / f"run_id={self.run_id}"
+        logs = {task: sorted(folder.glob(f"task_id={task}/**/*.log")) for task in bad}
+        readable = {log: _readable(log) for task in bad for log in logs[task]}
+
+        def cause(task: str) -> str:
+            errors = [line for log in logs[task] for line in readable[log] if line.startswith(("error", "critical"))]
+            return f" ({errors[-1][:400]})" if errors else ""
+
+        lines = ["not green: " + ", ".join(f"{task}={state}{cause(task)}" for task, state in bad.items())
+                 if bad else "every task is green",
+                 f"run {self.run_id}: " + ", ".join(f"{task}={state}" for task, state in states.items())]
+        for log, text in readable.items():
+            lines.append(f"--- {log.relative_to(folder)} ---")
+            lines.extend(text[-40:])
+        return "\n".join(lines)
 
     def wait_awaiting_input(self) -> None:
         def waiting() -> bool:
@@ -56,5 +79,25 @@ class Run:
 
     def wait_end(self) -> str:
         assert devstack.wait_for(lambda: self.state() in ("failed", "success"), timeout=WAIT_SECONDS, interval=1), \
-            self.task_states()
+            self.explain()
         return self.state()
+
+
+def _readable(log) -> list[str]:
+    """A task log's lines as ``level event`` (with the exception, when there is one); other lines as they are."""
+    out = []
+    for raw in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            out.append(raw)
+            continue
+        if not isinstance(entry, dict):
+            out.append(raw)
+            continue
+        line = f"{entry.get('level', '?')} {entry.get('event', '')}"
+        for detail in entry.get("error_detail") or []:
+            if isinstance(detail, dict):
+                line += f" [{detail.get('exc_type')}: {detail.get('exc_value')}]"
+        out.append(line)
+    return out
